@@ -1,0 +1,254 @@
+//! Who am I: rank, world, local rank and host, from the MPI world and the launcher's environment;
+//! plus collbench's own local launcher (`local`), which starts the ranks with mpirun.
+
+pub mod local;
+
+use std::ffi::CStr;
+
+use serde::Serialize;
+
+use crate::ffi::mpi::{self as mpic, MpiError, MPI_Comm};
+
+/// The launcher that started this process, as its environment tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Launcher {
+    OpenMpi,
+    Slurm,
+    Pmi,
+    TorchStyle,
+    None,
+}
+
+/// What the environment says before MPI is started (used to validate input and to print once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LauncherEnv {
+    pub launcher: Launcher,
+    pub rank: Option<usize>,
+    pub world: Option<usize>,
+    pub local_rank: Option<usize>,
+    pub local_size: Option<usize>,
+}
+
+impl LauncherEnv {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads OpenMPI, Slurm, PMI and torchrun-style variables, first match wins.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let num = |k: &str| get(k).and_then(|v| v.trim().parse::<usize>().ok());
+        let sets: [(Launcher, [&str; 4]); 4] = [
+            (
+                Launcher::OpenMpi,
+                [
+                    "OMPI_COMM_WORLD_RANK",
+                    "OMPI_COMM_WORLD_SIZE",
+                    "OMPI_COMM_WORLD_LOCAL_RANK",
+                    "OMPI_COMM_WORLD_LOCAL_SIZE",
+                ],
+            ),
+            (
+                Launcher::Slurm,
+                ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"],
+            ),
+            (
+                Launcher::Pmi,
+                ["PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"],
+            ),
+            (
+                Launcher::TorchStyle,
+                ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"],
+            ),
+        ];
+        for (launcher, [r, w, lr, ls]) in sets {
+            if let (Some(rank), Some(world)) = (num(r), num(w)) {
+                return LauncherEnv {
+                    launcher,
+                    rank: Some(rank),
+                    world: Some(world),
+                    local_rank: num(lr),
+                    local_size: num(ls),
+                };
+            }
+        }
+        LauncherEnv {
+            launcher: Launcher::None,
+            rank: None,
+            world: None,
+            local_rank: None,
+            local_size: None,
+        }
+    }
+
+    /// Whether this process should print job-wide messages (rank 0, or not launched at all).
+    pub fn is_leader(&self) -> bool {
+        self.rank.unwrap_or(0) == 0
+    }
+}
+
+/// One rank as the results record it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct RankInfo {
+    pub rank: usize,
+    pub local_rank: usize,
+    pub hostname: String,
+    pub pid: u32,
+}
+
+/// The started MPI world with this rank's identity. Dropping it finalizes MPI.
+pub struct MpiWorld {
+    _universe: mpi::environment::Universe,
+    comm: MPI_Comm,
+    pub rank: usize,
+    pub size: usize,
+    pub local_rank: usize,
+    pub local_size: usize,
+    pub hostname: String,
+    pub launcher: Launcher,
+}
+
+impl MpiWorld {
+    /// Starts MPI (a world of 1 when no launcher is present) with errors returned, not fatal.
+    pub fn init(env: LauncherEnv) -> Result<MpiWorld, MpiError> {
+        let (universe, _threading) =
+            mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or(MpiError {
+                call: "MPI_Init_thread",
+                code: -1,
+                class: -1,
+                message: "MPI was already initialized".into(),
+            })?;
+        // SAFETY: reading the predefined world handle after MPI_Init.
+        let comm = unsafe { mpi::ffi::RSMPI_COMM_WORLD };
+        mpic::set_errors_return(comm)?;
+        let rank = mpic::comm_rank(comm)?;
+        let size = mpic::comm_size(comm)?;
+        let hostname = hostname();
+        // Local rank: ranks sharing this host, counted in rank order.
+        let names = mpic::gather_bytes(comm, 0, hostname.as_bytes())?;
+        let (local_rank, local_size) = local_position(comm, rank, names)?;
+        Ok(MpiWorld {
+            _universe: universe,
+            comm,
+            rank,
+            size,
+            local_rank: env.local_rank.unwrap_or(local_rank),
+            local_size: env.local_size.unwrap_or(local_size),
+            hostname,
+            launcher: env.launcher,
+        })
+    }
+
+    pub fn comm(&self) -> MPI_Comm {
+        self.comm
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    pub fn info(&self) -> RankInfo {
+        RankInfo {
+            rank: self.rank,
+            local_rank: self.local_rank,
+            hostname: self.hostname.clone(),
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// Rank 0 numbers ranks per host from the gathered host names and scatters the answer back.
+fn local_position(
+    comm: MPI_Comm,
+    rank: usize,
+    names: Option<Vec<Vec<u8>>>,
+) -> Result<(usize, usize), MpiError> {
+    let size = mpic::comm_size(comm)?;
+    let mut mine = vec![0u64; 2 * size];
+    if let Some(names) = names {
+        for (r, name) in names.iter().enumerate() {
+            let before = names[..r].iter().filter(|n| *n == name).count();
+            let total = names.iter().filter(|n| *n == name).count();
+            mine[2 * r] = before as u64;
+            mine[2 * r + 1] = total as u64;
+        }
+    }
+    // Broadcast via a sum: only rank 0 contributes non-zero values.
+    let mut all = vec![0u64; 2 * size];
+    // SAFETY: both buffers hold 2*size u64.
+    unsafe {
+        mpic::allreduce(
+            mine.as_ptr() as *const _,
+            all.as_mut_ptr() as *mut _,
+            (2 * size) as i32,
+            mpi::ffi::RSMPI_UINT64_T,
+            mpi::ffi::RSMPI_SUM,
+            comm,
+        )?;
+    }
+    Ok((all[2 * rank] as usize, all[2 * rank + 1] as usize))
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length; gethostname NUL-terminates within it on success.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len() - 1) } == 0;
+    if ok {
+        if let Ok(c) = CStr::from_bytes_until_nul(&buf) {
+            return c.to_string_lossy().into_owned();
+        }
+    }
+    "unknown-host".into()
+}
+
+/// Bytes the kernel reports as available for new allocations (MemAvailable), if readable.
+pub fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> LauncherEnv {
+        let m: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        LauncherEnv::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn reads_each_launcher() {
+        let o = env(&[
+            ("OMPI_COMM_WORLD_RANK", "3"),
+            ("OMPI_COMM_WORLD_SIZE", "8"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
+        ]);
+        assert_eq!(o.launcher, Launcher::OpenMpi);
+        assert_eq!((o.rank, o.world, o.local_rank, o.local_size), (Some(3), Some(8), Some(1), Some(4)));
+        assert!(!o.is_leader());
+        let s = env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "0")]);
+        assert_eq!(s.launcher, Launcher::Slurm);
+        assert!(s.is_leader());
+        let t = env(&[("RANK", "2"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "2")]);
+        assert_eq!(t.launcher, Launcher::TorchStyle);
+        let n = env(&[("RANK", "x")]);
+        assert_eq!(n.launcher, Launcher::None);
+        assert!(n.is_leader());
+    }
+
+    #[test]
+    fn parses_meminfo() {
+        let m = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   2048 kB\n";
+        assert_eq!(parse_mem_available(m), Some(2048 * 1024));
+        assert_eq!(parse_mem_available("nothing"), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! Command-line definitions (clap derive): raw values only; `plan` resolves and validates them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::size::parse_size;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "collbench",
+    version,
+    about = "Is this cluster ready? Collective sweeps (MPI on CPUs) with per-iteration latency histograms.",
+    after_help = "Exit codes: 0 success, 1 test failed (wrong results), 2 bad input, 3 could not run."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the sweep as one rank of a job started by mpirun or srun (alone: a world of 1).
+    Bench(BenchArgs),
+    /// Run N ranks on this machine: starts mpirun itself with flags that suit this machine.
+    Local(LocalArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct LocalArgs {
+    /// Number of ranks to start on this machine.
+    #[arg(long = "np", value_name = "N", default_value_t = 4)]
+    pub np: u32,
+    /// The mpirun to start the ranks with.
+    #[arg(long, value_name = "PATH", default_value = "mpirun")]
+    pub mpirun: PathBuf,
+    /// Extra argument for mpirun, placed before the program (repeat for several).
+    #[arg(long = "mpirun-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub mpirun_args: Vec<String>,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+}
+
+/// The sweep, with nccl-tests' short flags.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct SweepArgs {
+    /// Smallest message size in bytes (K/M/G suffixes, binary).
+    #[arg(short = 'b', long = "minbytes", value_name = "SIZE", default_value = "8", value_parser = parse_size)]
+    pub min_bytes: u64,
+    /// Largest message size in bytes (K/M/G suffixes, binary).
+    #[arg(short = 'e', long = "maxbytes", value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub max_bytes: u64,
+    /// Multiply the size by this factor between steps [default: 2 unless -i is given].
+    #[arg(short = 'f', long = "stepfactor", value_name = "N", conflicts_with = "step_bytes")]
+    pub step_factor: Option<u64>,
+    /// Add this many bytes between steps instead of multiplying.
+    #[arg(short = 'i', long = "stepbytes", value_name = "SIZE", value_parser = parse_size)]
+    pub step_bytes: Option<u64>,
+    /// Timed iterations per size and placement.
+    #[arg(short = 'n', long = "iters", value_name = "N", default_value_t = 20)]
+    pub iters: u32,
+    /// Untimed warmup iterations before each timed loop.
+    #[arg(short = 'w', long = "warmup_iters", value_name = "N", default_value_t = 1)]
+    pub warmup: u32,
+    /// Correctness-check iterations per size and placement (0: no check).
+    #[arg(short = 'c', long = "check", value_name = "N", default_value_t = 1)]
+    pub check: u32,
+    /// Reduction op(s): sum, prod, min, max, avg, comma-separated, or all.
+    #[arg(short = 'o', long = "redop", value_name = "OPS", default_value = "sum")]
+    pub redop: String,
+    /// Data type(s): float, double, int32, int64, uint8, ..., comma-separated, or all.
+    #[arg(short = 'd', long = "datatype", value_name = "TYPES", default_value = "float")]
+    pub dtype: String,
+    /// Collective(s) to run: all_reduce, all_to_all, comma-separated.
+    #[arg(long = "op", value_name = "COLLECTIVES", default_value = "all_reduce,all_to_all")]
+    pub ops: String,
+    /// Which buffer placements to time.
+    #[arg(long, value_enum, default_value_t = PlacementArg::Both)]
+    pub placement: PlacementArg,
+    /// Collective library.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Deadline for every blocking call, e.g. 30s or 5m (0 disables the watchdog).
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub timeout: String,
+    /// Results folder for this run [default: results/run-<UTC time>-<host>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementArg {
+    Both,
+    Out,
+    In,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendArg {
+    /// MPI on host memory (the only backend in this build, so auto picks it).
+    Auto,
+    Mpi,
+}
+
+impl SweepArgs {
+    /// The argv that makes a child `collbench bench` parse back to exactly these values.
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = vec![
+            "-b".to_string(),
+            self.min_bytes.to_string(),
+            "-e".to_string(),
+            self.max_bytes.to_string(),
+        ];
+        if let Some(f) = self.step_factor {
+            v.extend(["-f".to_string(), f.to_string()]);
+        }
+        if let Some(i) = self.step_bytes {
+            v.extend(["-i".to_string(), i.to_string()]);
+        }
+        v.extend([
+            "-n".to_string(),
+            self.iters.to_string(),
+            "-w".to_string(),
+            self.warmup.to_string(),
+            "-c".to_string(),
+            self.check.to_string(),
+            "-o".to_string(),
+            self.redop.clone(),
+            "-d".to_string(),
+            self.dtype.clone(),
+            "--op".to_string(),
+            self.ops.clone(),
+            "--placement".to_string(),
+            value_name(self.placement),
+            "--backend".to_string(),
+            value_name(self.backend),
+            "--timeout".to_string(),
+            self.timeout.clone(),
+        ]);
+        if let Some(out) = &self.out {
+            v.extend(["--out".to_string(), out.display().to_string()]);
+        }
+        v
+    }
+}
+
+fn value_name<T: ValueEnum>(v: T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_args_round_trip_through_argv() {
+        let cli = Cli::try_parse_from([
+            "collbench", "local", "--np", "3", "-b", "1K", "-e", "2M", "-i", "4K", "-n", "7",
+            "-w", "0", "-c", "2", "-o", "min,max", "-d", "int32", "--op", "all_to_all",
+            "--placement", "in", "--backend", "mpi", "--timeout", "5s", "--out", "/tmp/x",
+        ])
+        .unwrap();
+        let Command::Local(local) = cli.command else {
+            panic!("not local")
+        };
+        let mut argv = vec!["collbench".to_string(), "bench".to_string()];
+        argv.extend(local.sweep.to_argv());
+        let Command::Bench(bench) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not bench")
+        };
+        assert_eq!(bench.sweep, local.sweep);
+    }
+
+    #[test]
+    fn factor_and_step_conflict() {
+        assert!(Cli::try_parse_from(["collbench", "bench", "-f", "2", "-i", "1K"]).is_err());
+    }
+}

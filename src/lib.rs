@@ -1,0 +1,325 @@
+//! collbench: is this cluster ready? Collective sweeps across every rank with per-iteration
+//! latency histograms, merged exactly on rank 0, written as results a person and a program read.
+//!
+//! Data flow: cli -> plan -> bootstrap -> backend -> runner -> metrics -> report.
+
+pub mod backend;
+pub mod bootstrap;
+pub mod cli;
+pub mod ffi;
+pub mod metrics;
+pub mod plan;
+pub mod report;
+pub mod runner;
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use backend::mpi::MpiBackend;
+use backend::Backend;
+use bootstrap::{LauncherEnv, MpiWorld, RankInfo};
+use cli::{BenchArgs, Command, LocalArgs};
+use plan::{LaunchFacts, Plan};
+use report::{Exporter, RunDoc, RunStatus};
+
+/// Exit codes, stable and documented in the README.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    pub const TEST_FAILED: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const COULD_NOT_RUN: u8 = 3;
+}
+
+/// A run that ran to its end.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The run finished but found wrong results.
+    TestFailed(String),
+}
+
+/// A run that could not do what it was asked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    BadInput(String),
+    CouldNotRun(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::BadInput(_) => exit::BAD_INPUT,
+            Failure::CouldNotRun(_) => exit::COULD_NOT_RUN,
+        }
+    }
+}
+
+pub fn run(command: Command) -> Result<Outcome, Failure> {
+    match command {
+        Command::Bench(args) => bench(args),
+        Command::Local(args) => local(args),
+    }
+}
+
+fn results_folder_taken(dir: &Path) -> Option<Failure> {
+    dir.join("run.json").exists().then(|| {
+        Failure::BadInput(format!(
+            "--out: {} already holds a run (run.json); choose another folder or remove it",
+            dir.display()
+        ))
+    })
+}
+
+/// `results/run-<UTC time>-<host>`, with a suffix if that exists already.
+fn default_results_dir() -> PathBuf {
+    let stamp: String = report::rfc3339_now()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let base = format!("run-{}-{}", stamp, bootstrap::hostname());
+    let mut dir = Path::new("results").join(&base);
+    let mut n = 1;
+    while dir.exists() {
+        n += 1;
+        dir = Path::new("results").join(format!("{base}-{n}"));
+    }
+    dir
+}
+
+fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
+    let env = LauncherEnv::from_env();
+    let facts = LaunchFacts {
+        ranks_on_host: env.local_size.unwrap_or(1) as u64,
+        mem_available: bootstrap::mem_available(),
+    };
+    let plan = Plan::resolve(&args.sweep, facts).map_err(|e| Failure::BadInput(e.to_string()))?;
+    if let Some(f) = plan.out_dir.as_deref().and_then(results_folder_taken) {
+        return Err(f);
+    }
+    let world = MpiWorld::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
+    let result = bench_in_world(&plan, &world, env);
+    drop(world);
+    result
+}
+
+fn could_not_run(e: impl std::fmt::Display) -> Failure {
+    Failure::CouldNotRun(e.to_string())
+}
+
+fn bench_in_world(plan: &Plan, world: &MpiWorld, env: LauncherEnv) -> Result<Outcome, Failure> {
+    let comm = world.comm();
+    // Rank 0 makes the results folder; everyone learns whether that worked.
+    let mut out_dir = PathBuf::new();
+    let mut mkdir_error = None;
+    if world.is_root() {
+        out_dir = plan.out_dir.clone().unwrap_or_else(default_results_dir);
+        if let Err(e) = std::fs::create_dir_all(&out_dir) {
+            mkdir_error = Some(format!(
+                "cannot create results folder {}: {e}; pass a writable --out DIR",
+                out_dir.display()
+            ));
+        }
+    }
+    let failed = ffi::mpi::allreduce_sum_u64(comm, mkdir_error.is_some() as u64).map_err(could_not_run)?;
+    if failed > 0 {
+        return Err(Failure::CouldNotRun(
+            mkdir_error.unwrap_or_else(|| "rank 0 could not create the results folder".into()),
+        ));
+    }
+
+    let max_iters = plan
+        .sweep
+        .iterations
+        .max(plan.sweep.warmup)
+        .max(plan.sweep.check_iterations);
+    let mut backend = MpiBackend::new(comm, plan.sweep.max_bytes, max_iters);
+
+    let info = serde_json::to_vec(&world.info()).map_err(could_not_run)?;
+    let infos = ffi::mpi::gather_bytes(comm, 0, &info).map_err(could_not_run)?;
+
+    let watchdog = runner::watchdog::Watchdog::start(
+        world.rank,
+        plan.sweep.timeout,
+        Box::new(|msg| {
+            eprintln!("collbench: {msg}; aborting this rank");
+            // SAFETY: ends the process at once; the launcher tears down the other ranks.
+            unsafe { libc::_exit(exit::COULD_NOT_RUN as i32) }
+        }),
+    );
+
+    let Some(infos) = infos else {
+        // Not rank 0: measure and hand results to rank 0.
+        let outcome = runner::run_sweep(&plan.sweep, &mut backend, world, &watchdog, |_| Ok(()))
+            .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
+        return Ok(verdict(outcome.wrong_total, None));
+    };
+
+    let ranks: Vec<RankInfo> = infos
+        .iter()
+        .map(|b| serde_json::from_slice(b))
+        .collect::<Result<_, _>>()
+        .map_err(could_not_run)?;
+    let mut doc = new_run_doc(plan, world, env, &backend, ranks);
+    let start_unix_s = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut exporters: Vec<Box<dyn Exporter>> = vec![
+        Box::new(report::table::TableExporter::new(
+            std::io::stdout(),
+            plan.sweep.placements.clone(),
+            plan.sweep.check_iterations > 0,
+        )),
+        Box::new(report::json::JsonExporter::new(&out_dir)),
+        Box::new(report::hlog::HlogExporter::new(&out_dir, &doc.files.histograms, start_unix_s)),
+    ];
+    for e in &mut exporters {
+        e.start(&doc).map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
+    }
+
+    let result = runner::run_sweep(&plan.sweep, &mut backend, world, &watchdog, |records| {
+        doc.results.extend(records.iter().cloned());
+        doc.refresh_summary();
+        for e in &mut exporters {
+            e.step(&doc, records)
+                .map_err(|e| runner::RunError::Export(e.to_string()))?;
+        }
+        Ok(())
+    });
+    drop(watchdog);
+
+    doc.end_time = Some(report::rfc3339_now());
+    doc.refresh_summary();
+    let outcome = match &result {
+        Ok(_) => {
+            doc.status = RunStatus::Complete;
+            None
+        }
+        Err(e) => {
+            doc.status = RunStatus::Failed;
+            doc.error = Some(e.to_string());
+            Some(e.to_string())
+        }
+    };
+    for e in &mut exporters {
+        if let Err(err) = e.finish(&doc) {
+            eprintln!("collbench: writing results to {}: {err}", out_dir.display());
+        }
+    }
+    println!("# results: {}", out_dir.join("run.json").display());
+    if let Some(msg) = outcome {
+        return Err(Failure::CouldNotRun(format!("rank 0: {msg}")));
+    }
+    let wrong = result.map(|o| o.wrong_total).unwrap_or(0);
+    Ok(verdict(wrong, Some(&out_dir)))
+}
+
+fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {
+    if wrong_total == 0 {
+        Outcome::Success
+    } else {
+        let where_ = out.map_or(String::new(), |d| format!("; per-rank counts in {}", d.join("run.json").display()));
+        Outcome::TestFailed(format!("{wrong_total} wrong values in collective results{where_}"))
+    }
+}
+
+fn new_run_doc(
+    plan: &Plan,
+    world: &MpiWorld,
+    env: LauncherEnv,
+    backend: &impl Backend,
+    ranks: Vec<RankInfo>,
+) -> RunDoc {
+    let mut hosts: Vec<report::HostEntry> = Vec::new();
+    for r in &ranks {
+        match hosts.iter_mut().find(|h| h.hostname == r.hostname) {
+            Some(h) => h.ranks.push(r.rank),
+            None => hosts.push(report::HostEntry {
+                hostname: r.hostname.clone(),
+                ranks: vec![r.rank],
+            }),
+        }
+    }
+    let mut notes = Vec::new();
+    if env.launcher == bootstrap::Launcher::None && world.size == 1 {
+        notes.push(
+            "no launcher found, running as one process (a world of 1): bus bandwidth is 0 by definition; \
+             start several ranks with `mpirun -np N collbench bench ...` or `collbench local --np N ...`"
+                .to_string(),
+        );
+    }
+    if hosts.iter().any(|h| h.ranks.len() > std::thread::available_parallelism().map_or(1, |n| n.get())) {
+        notes.push(
+            "more ranks than cores on a host: ranks time-share cores, so times measure the scheduler as much as MPI"
+                .to_string(),
+        );
+    }
+    RunDoc {
+        schema_version: report::SCHEMA_VERSION,
+        collbench_version: env!("CARGO_PKG_VERSION").to_string(),
+        status: RunStatus::Running,
+        command_line: std::env::args().collect(),
+        start_time: report::rfc3339_now(),
+        end_time: None,
+        launcher: world.launcher,
+        world_size: world.size,
+        hosts,
+        ranks,
+        backend: report::BackendInfo {
+            name: backend.name().to_string(),
+            library_version: backend.library_version(),
+        },
+        config: plan.sweep.clone(),
+        notes,
+        results: Vec::new(),
+        summary: Default::default(),
+        files: report::Files {
+            histograms: "histograms.hlog".into(),
+            progress: "progress.jsonl".into(),
+        },
+        error: None,
+    }
+}
+
+fn local(args: LocalArgs) -> Result<Outcome, Failure> {
+    if args.np == 0 {
+        return Err(Failure::BadInput("--np: 0 ranks run nothing; use --np 1 or more".into()));
+    }
+    let facts = LaunchFacts {
+        ranks_on_host: args.np as u64,
+        mem_available: bootstrap::mem_available(),
+    };
+    Plan::resolve(&args.sweep, facts).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let out = args.sweep.out.clone().unwrap_or_else(default_results_dir);
+    if let Some(f) = results_folder_taken(&out) {
+        return Err(f);
+    }
+    let kind = bootstrap::local::probe_mpirun(&args.mpirun).ok_or_else(|| {
+        Failure::CouldNotRun(format!(
+            "--mpirun: cannot start '{}'; install OpenMPI (apt-get install openmpi-bin) or pass --mpirun PATH",
+            args.mpirun.display()
+        ))
+    })?;
+    let exe = bootstrap::local::self_exe().map_err(could_not_run)?;
+    let mut sweep = args.sweep.clone();
+    sweep.out = Some(out);
+    let mut child = vec!["bench".to_string()];
+    child.extend(sweep.to_argv());
+    let (argv, env) = bootstrap::local::mpirun_command(
+        &args.mpirun,
+        kind,
+        args.np,
+        bootstrap::local::HostFacts::probe(),
+        &args.mpirun_args,
+        &exe,
+        &child,
+    );
+    eprintln!("# collbench local: {}", argv.join(" "));
+    let code = bootstrap::local::run(&argv, &env)
+        .map_err(|e| could_not_run(format!("starting {}: {e}", args.mpirun.display())))?;
+    match code {
+        0 => Ok(Outcome::Success),
+        1 => Ok(Outcome::TestFailed("a rank found wrong results (see above)".into())),
+        2 => Err(Failure::BadInput("a rank refused its arguments (see above)".into())),
+        c => Err(Failure::CouldNotRun(format!("mpirun exited with status {c} (see above)"))),
+    }
+}

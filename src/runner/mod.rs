@@ -1,0 +1,247 @@
+//! The timed loop: per (op, type, redop, size, placement) the correctness check, warmup, and n
+//! timed iterations with a mark around each call; then the cross-rank assembly of a record.
+//!
+//! Loop semantics: the batched time is the wall time of n back-to-back calls followed by one
+//! synchronize, divided by n (nccl-tests' `time`); the per-iteration latency is the time between
+//! the marks around each call (host clock for MPI, whose calls block). Nothing inside the timed
+//! region allocates, formats or does I/O: marks go into preallocated slots.
+
+pub mod check;
+pub mod watchdog;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::backend::{Backend, BackendError, Call};
+use crate::bootstrap::MpiWorld;
+use crate::ffi::mpi::{self as mpic, MpiError};
+use crate::metrics::{self, HistogramError, LatencyHistogram, RankSummary, Record};
+use crate::plan::{Collective, DType, Placement, RedOp, Shape, SweepPlan};
+use watchdog::Watchdog;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("{0}")]
+    Mpi(#[from] MpiError),
+    #[error("merging histograms: {0}")]
+    Histogram(#[from] HistogramError),
+    #[error("writing results: {0}")]
+    Export(String),
+}
+
+/// One rank's measurement of one call.
+struct RankMeasurement {
+    batched_ns: u64,
+    samples: Vec<u64>,
+    wrong: u64,
+}
+
+/// What the sweep found, known to every rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepOutcome {
+    pub records: u64,
+    pub wrong_total: u64,
+}
+
+/// Runs the whole sweep; rank 0 gets every size's records through `on_step` as soon as they exist.
+pub fn run_sweep<B: Backend>(
+    plan: &SweepPlan,
+    backend: &mut B,
+    world: &MpiWorld,
+    watchdog: &Watchdog,
+    mut on_step: impl FnMut(&[Record]) -> Result<(), RunError>,
+) -> Result<SweepOutcome, RunError> {
+    let mut outcome = SweepOutcome {
+        records: 0,
+        wrong_total: 0,
+    };
+    for (op, dtype, redop) in plan.groups() {
+        for &size in &plan.sizes {
+            let shape = Shape::of(op, dtype, size, world.size as u64);
+            let mut step = Vec::with_capacity(plan.placements.len());
+            for &placement in &plan.placements {
+                let call = Call {
+                    op,
+                    dtype,
+                    redop,
+                    count: shape.count,
+                    buffer_elems: shape.buffer_elems,
+                    placement,
+                };
+                let start = SystemTime::now();
+                let m = measure(plan, backend, world, watchdog, &call, shape.bytes)?;
+                watchdog.arm("gathering results", None);
+                let rec = assemble(plan, world, &call, shape, &m, start)?;
+                watchdog.disarm();
+                if let Some(r) = rec {
+                    step.push(r);
+                }
+            }
+            if world.is_root() {
+                outcome.records += step.len() as u64;
+                outcome.wrong_total += step.iter().filter_map(|r| r.wrong).sum::<u64>();
+                on_step(&step)?;
+            }
+        }
+    }
+    watchdog.arm("final agreement", None);
+    outcome.wrong_total = mpic::allreduce_sum_u64(world.comm(), outcome.wrong_total)?;
+    watchdog.disarm();
+    Ok(outcome)
+}
+
+fn measure<B: Backend>(
+    plan: &SweepPlan,
+    backend: &mut B,
+    world: &MpiWorld,
+    watchdog: &Watchdog,
+    call: &Call,
+    bytes: u64,
+) -> Result<RankMeasurement, RunError> {
+    let (rank, n) = (world.rank, world.size);
+    let point = Some((call.op, bytes, call.placement));
+    backend.prepare(call)?;
+
+    watchdog.arm("correctness check", point);
+    let mut wrong = 0;
+    for it in 0..plan.check_iterations {
+        backend.write_input(&mut |b| check::fill(b, call, rank, n, it));
+        backend.launch()?;
+        backend.synchronize()?;
+        backend.read_output(&mut |b| wrong += check::count_wrong(b, call, rank, n, it));
+        watchdog.tick(it as u64);
+    }
+    backend.write_input(&mut |b| check::fill(b, call, rank, n, 0));
+
+    watchdog.arm("warmup", point);
+    for i in 0..plan.warmup {
+        backend.launch()?;
+        watchdog.tick(i as u64);
+    }
+    backend.synchronize()?;
+    backend.barrier()?;
+
+    let iters = plan.iterations as usize;
+    let mut samples = vec![0u64; iters];
+    watchdog.arm("timed loop", point);
+    let t0 = crate::backend::mpi::now_ns();
+    for i in 0..iters {
+        backend.mark(2 * i);
+        backend.launch()?;
+        backend.mark(2 * i + 1);
+        watchdog.tick(i as u64);
+    }
+    backend.synchronize()?;
+    let t1 = crate::backend::mpi::now_ns();
+    watchdog.disarm();
+    for (i, s) in samples.iter_mut().enumerate() {
+        *s = backend.elapsed_ns(2 * i, 2 * i + 1);
+    }
+    Ok(RankMeasurement {
+        batched_ns: (t1 - t0) / iters as u64,
+        samples,
+        wrong,
+    })
+}
+
+/// Gathers every rank's measurement of one call to rank 0 and merges it into a record there.
+fn assemble(
+    plan: &SweepPlan,
+    world: &MpiWorld,
+    call: &Call,
+    shape: Shape,
+    m: &RankMeasurement,
+    start: SystemTime,
+) -> Result<Option<Record>, RunError> {
+    let comm = world.comm();
+    let mut hist = LatencyHistogram::new();
+    for &s in &m.samples {
+        hist.record(s);
+    }
+    let mut payload = Vec::with_capacity(64);
+    payload.extend_from_slice(&m.batched_ns.to_le_bytes());
+    payload.extend_from_slice(&m.wrong.to_le_bytes());
+    payload.extend_from_slice(&hist.to_bytes());
+    let gathered = mpic::gather_bytes(comm, 0, &payload)?;
+    // SAFETY: reading MPI's predefined op handles.
+    let (max_op, min_op) = unsafe { (mpi::ffi::RSMPI_MAX, mpi::ffi::RSMPI_MIN) };
+    let max = mpic::reduce_u64(comm, 0, &m.samples, max_op)?;
+    let min = mpic::reduce_u64(comm, 0, &m.samples, min_op)?;
+    let (Some(gathered), Some(max), Some(min)) = (gathered, max, min) else {
+        return Ok(None);
+    };
+
+    let mut merged = LatencyHistogram::new();
+    let mut per_rank = Vec::with_capacity(gathered.len());
+    let mut batched = Vec::with_capacity(gathered.len());
+    let mut wrong_total = 0;
+    for (rank, bytes) in gathered.iter().enumerate() {
+        if bytes.len() < 16 {
+            return Err(HistogramError::Truncated(bytes.len()).into());
+        }
+        let b = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let w = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        let h = LatencyHistogram::from_bytes(&bytes[16..])?;
+        merged.merge(&h)?;
+        let s = h.summary();
+        per_rank.push(RankSummary {
+            rank,
+            time_us: b as f64 / 1000.0,
+            wrong: w,
+            p50_us: s.p50_us,
+            p99_us: s.p99_us,
+            max_us: s.max_us,
+            mean_us: s.mean_us,
+        });
+        batched.push(b);
+        wrong_total += w;
+    }
+    let time_ns = metrics::mean_ns(&batched);
+    let (algbw, busbw) = metrics::bandwidth(call.op, shape.bytes, world.size, time_ns * 1e-9);
+    let redop = redop_name(call.op, call.redop);
+    Ok(Some(Record {
+        op: call.op,
+        dtype: call.dtype,
+        histogram_tag: Record::tag_for(call.op, call.dtype, &redop, call.placement, shape.bytes),
+        redop,
+        root: -1,
+        placement: call.placement,
+        size_bytes: shape.bytes,
+        count: shape.count,
+        iterations: plan.iterations,
+        time_us: time_ns / 1000.0,
+        time_us_min_rank: batched.iter().copied().min().unwrap_or(0) as f64 / 1000.0,
+        time_us_max_rank: batched.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
+        algbw_gbps: algbw,
+        busbw_gbps: busbw,
+        wrong: (plan.check_iterations > 0).then_some(wrong_total),
+        latency: merged.summary(),
+        skew: metrics::skew_histogram(&max, &min).summary(),
+        per_rank,
+        start_unix_s: start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        histogram: merged,
+    }))
+}
+
+pub fn redop_name(op: Collective, redop: Option<RedOp>) -> String {
+    match (op.reduces(), redop) {
+        (true, Some(r)) => r.name().to_string(),
+        _ => "none".to_string(),
+    }
+}
+
+/// The (op, dtype, redop) of a record, for grouping rows into tables.
+pub fn group_of(r: &Record) -> (Collective, DType, String) {
+    (r.op, r.dtype, r.redop.clone())
+}
+
+/// Placement names as the table header prints them.
+pub fn placement_label(p: Placement) -> &'static str {
+    match p {
+        Placement::OutOfPlace => "out-of-place",
+        Placement::InPlace => "in-place",
+    }
+}
