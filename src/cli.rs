@@ -92,6 +92,10 @@ pub struct SweepArgs {
     /// Results folder for this run [default: results/run-<UTC time>-<host>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Test hook: flip one input byte of this rank in the first check iteration of every call,
+    /// so the check must find it (the data-corruption fault without a controller).
+    #[arg(long, value_name = "RANK", hide = true)]
+    pub debug_corrupt_rank: Option<usize>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +150,9 @@ impl SweepArgs {
         if let Some(out) = &self.out {
             v.extend(["--out".to_string(), out.display().to_string()]);
         }
+        if let Some(r) = self.debug_corrupt_rank {
+            v.extend(["--debug-corrupt-rank".to_string(), r.to_string()]);
+        }
         v
     }
 }
@@ -166,6 +173,7 @@ mod tests {
             "collbench", "local", "--np", "3", "-b", "1K", "-e", "2M", "-i", "4K", "-n", "7",
             "-w", "0", "-c", "2", "-o", "min,max", "-d", "int32", "--op", "all_to_all",
             "--placement", "in", "--backend", "mpi", "--timeout", "5s", "--out", "/tmp/x",
+            "--debug-corrupt-rank", "1",
         ])
         .unwrap();
         let Command::Local(local) = cli.command else {

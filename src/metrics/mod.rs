@@ -91,7 +91,7 @@ mod tests {
         let h = skew_histogram(&[10_000, 50_000, 12_000], &[9_000, 10_000, 12_000]);
         let s = h.summary();
         assert_eq!(s.samples, 3);
-        assert_eq!(s.max_us, 40.0);
+        assert!((s.max_us - 40.0).abs() < 0.05, "{s:?}");
         assert_eq!(s.min_us, 0.0);
     }
 }

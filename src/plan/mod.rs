@@ -246,6 +246,8 @@ pub struct SweepPlan {
     pub placements: Vec<Placement>,
     #[serde(serialize_with = "ser_timeout")]
     pub timeout: Option<Duration>,
+    /// Rank whose input is corrupted on purpose (test hook), if any.
+    pub debug_corrupt_rank: Option<usize>,
 }
 
 fn ser_timeout<S: serde::Serializer>(t: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -386,11 +388,11 @@ impl Plan {
                 "start at -b 8 or more, or step with -i",
             ));
         }
-        let sizes = sweep_sizes(args.min_bytes, args.max_bytes, step);
+        let sizes = sweep_sizes(args.min_bytes, args.max_bytes, step, MAX_SIZES + 1);
         if sizes.len() > MAX_SIZES {
             return Err(bad(
                 "-i/--stepbytes",
-                format!("the sweep would hold {} sizes", sizes.len()),
+                format!("the sweep would hold more than {MAX_SIZES} sizes"),
                 format!("use a larger step so that there are at most {MAX_SIZES}"),
             ));
         }
@@ -442,6 +444,7 @@ impl Plan {
                 check_iterations: args.check,
                 placements,
                 timeout,
+                debug_corrupt_rank: args.debug_corrupt_rank,
             },
             backend,
             out_dir: args.out.clone(),

@@ -49,11 +49,12 @@ pub enum Step {
     Bytes(u64),
 }
 
-/// Every size from `min` to `max` inclusive, advancing by `step`, like nccl-tests' size loop.
-pub fn sweep_sizes(min: u64, max: u64, step: Step) -> Vec<u64> {
+/// Every size from `min` to `max` inclusive, advancing by `step`, like nccl-tests' size loop;
+/// stops after `limit` sizes so a runaway step is refused, not allocated.
+pub fn sweep_sizes(min: u64, max: u64, step: Step, limit: usize) -> Vec<u64> {
     let mut sizes = Vec::new();
     let mut size = min;
-    while size <= max {
+    while size <= max && sizes.len() < limit {
         sizes.push(size);
         let next = match step {
             Step::Factor(f) => size.checked_mul(f),
@@ -94,11 +95,12 @@ mod tests {
 
     #[test]
     fn sweeps_like_nccl_tests() {
-        assert_eq!(sweep_sizes(8, 64, Step::Factor(2)), vec![8, 16, 32, 64]);
-        assert_eq!(sweep_sizes(8, 100, Step::Factor(2)), vec![8, 16, 32, 64]);
-        assert_eq!(sweep_sizes(1, 10, Step::Bytes(4)), vec![1, 5, 9]);
-        assert_eq!(sweep_sizes(64, 64, Step::Factor(2)), vec![64]);
-        assert_eq!(sweep_sizes(8, 64 << 20, Step::Factor(2)).len(), 24);
+        assert_eq!(sweep_sizes(8, 64, Step::Factor(2), 99), vec![8, 16, 32, 64]);
+        assert_eq!(sweep_sizes(8, 100, Step::Factor(2), 99), vec![8, 16, 32, 64]);
+        assert_eq!(sweep_sizes(1, 10, Step::Bytes(4), 99), vec![1, 5, 9]);
+        assert_eq!(sweep_sizes(64, 64, Step::Factor(2), 99), vec![64]);
+        assert_eq!(sweep_sizes(8, 64 << 20, Step::Factor(2), 99).len(), 24);
+        assert_eq!(sweep_sizes(1, 1 << 30, Step::Bytes(1), 10).len(), 10);
     }
 
     #[test]

@@ -106,7 +106,14 @@ fn measure<B: Backend>(
     watchdog.arm("correctness check", point);
     let mut wrong = 0;
     for it in 0..plan.check_iterations {
-        backend.write_input(&mut |b| check::fill(b, call, rank, n, it));
+        backend.write_input(&mut |b| {
+            check::fill(b, call, rank, n, it);
+            if it == 0 && plan.debug_corrupt_rank == Some(rank) {
+                if let Some(x) = b.first_mut() {
+                    *x ^= 0x5a;
+                }
+            }
+        });
         backend.launch()?;
         backend.synchronize()?;
         backend.read_output(&mut |b| wrong += check::count_wrong(b, call, rank, n, it));

@@ -1,0 +1,84 @@
+//! Runs the real collbench binary, alone or under the real mpirun, and reads what it wrote.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_collbench")
+}
+
+/// mpirun flags for N ranks on this (possibly 2-core, possibly root) machine.
+pub fn mpirun(np: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["-np", &np.to_string(), "--oversubscribe", "--bind-to", "none"])
+        .args(["--mca", "mpi_yield_when_idle", "1"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdin(Stdio::null());
+    c.arg(exe());
+    c
+}
+
+pub fn bench_mpi(np: usize, args: &[&str]) -> Output {
+    mpirun(np).arg("bench").args(args).output().expect("start mpirun")
+}
+
+pub fn collbench(args: &[&str]) -> Output {
+    Command::new(exe())
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("start collbench")
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+pub fn out_dir(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
+    tmp.path().join(name)
+}
+
+pub fn read_run(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("run.json")).expect("run.json exists");
+    serde_json::from_str(&text).expect("run.json is JSON")
+}
+
+/// Validates a run document against the checked-in schema; panics with every violation.
+pub fn assert_schema_valid(doc: &serde_json::Value) {
+    let schema_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("results/schema/run.v1.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema file"))
+            .expect("schema JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "run.json violates the schema:\n{}",
+        errors.join("\n")
+    );
+}
+
+/// Data rows of the table (lines that start with a number after spaces).
+pub fn table_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
