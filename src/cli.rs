@@ -57,7 +57,12 @@ pub struct SweepArgs {
     #[arg(short = 'e', long = "maxbytes", value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
     pub max_bytes: u64,
     /// Multiply the size by this factor between steps [default: 2 unless -i is given].
-    #[arg(short = 'f', long = "stepfactor", value_name = "N", conflicts_with = "step_bytes")]
+    #[arg(
+        short = 'f',
+        long = "stepfactor",
+        value_name = "N",
+        conflicts_with = "step_bytes"
+    )]
     pub step_factor: Option<u64>,
     /// Add this many bytes between steps instead of multiplying.
     #[arg(short = 'i', long = "stepbytes", value_name = "SIZE", value_parser = parse_size)]
@@ -66,7 +71,12 @@ pub struct SweepArgs {
     #[arg(short = 'n', long = "iters", value_name = "N", default_value_t = 20)]
     pub iters: u32,
     /// Untimed warmup iterations before each timed loop.
-    #[arg(short = 'w', long = "warmup_iters", value_name = "N", default_value_t = 1)]
+    #[arg(
+        short = 'w',
+        long = "warmup_iters",
+        value_name = "N",
+        default_value_t = 1
+    )]
     pub warmup: u32,
     /// Correctness-check iterations per size and placement (0: no check).
     #[arg(short = 'c', long = "check", value_name = "N", default_value_t = 1)]
@@ -75,10 +85,19 @@ pub struct SweepArgs {
     #[arg(short = 'o', long = "redop", value_name = "OPS", default_value = "sum")]
     pub redop: String,
     /// Data type(s): float, double, int32, int64, uint8, ..., comma-separated, or all.
-    #[arg(short = 'd', long = "datatype", value_name = "TYPES", default_value = "float")]
+    #[arg(
+        short = 'd',
+        long = "datatype",
+        value_name = "TYPES",
+        default_value = "float"
+    )]
     pub dtype: String,
     /// Collective(s) to run: all_reduce, all_to_all, comma-separated.
-    #[arg(long = "op", value_name = "COLLECTIVES", default_value = "all_reduce,all_to_all")]
+    #[arg(
+        long = "op",
+        value_name = "COLLECTIVES",
+        default_value = "all_reduce,all_to_all"
+    )]
     pub ops: String,
     /// Which buffer placements to time.
     #[arg(long, value_enum, default_value_t = PlacementArg::Both)]
@@ -170,10 +189,38 @@ mod tests {
     #[test]
     fn sweep_args_round_trip_through_argv() {
         let cli = Cli::try_parse_from([
-            "collbench", "local", "--np", "3", "-b", "1K", "-e", "2M", "-i", "4K", "-n", "7",
-            "-w", "0", "-c", "2", "-o", "min,max", "-d", "int32", "--op", "all_to_all",
-            "--placement", "in", "--backend", "mpi", "--timeout", "5s", "--out", "/tmp/x",
-            "--debug-corrupt-rank", "1",
+            "collbench",
+            "local",
+            "--np",
+            "3",
+            "-b",
+            "1K",
+            "-e",
+            "2M",
+            "-i",
+            "4K",
+            "-n",
+            "7",
+            "-w",
+            "0",
+            "-c",
+            "2",
+            "-o",
+            "min,max",
+            "-d",
+            "int32",
+            "--op",
+            "all_to_all",
+            "--placement",
+            "in",
+            "--backend",
+            "mpi",
+            "--timeout",
+            "5s",
+            "--out",
+            "/tmp/x",
+            "--debug-corrupt-rank",
+            "1",
         ])
         .unwrap();
         let Command::Local(local) = cli.command else {

@@ -96,7 +96,8 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     if let Some(f) = plan.out_dir.as_deref().and_then(results_folder_taken) {
         return Err(f);
     }
-    let world = MpiWorld::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
+    let world =
+        MpiWorld::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
     let result = bench_in_world(&plan, &world, env);
     drop(world);
     result
@@ -120,11 +121,12 @@ fn bench_in_world(plan: &Plan, world: &MpiWorld, env: LauncherEnv) -> Result<Out
             ));
         }
     }
-    let failed = ffi::mpi::allreduce_sum_u64(comm, mkdir_error.is_some() as u64).map_err(could_not_run)?;
+    let failed =
+        ffi::mpi::allreduce_sum_u64(comm, mkdir_error.is_some() as u64).map_err(could_not_run)?;
     if failed > 0 {
-        return Err(Failure::CouldNotRun(
-            mkdir_error.unwrap_or_else(|| "rank 0 could not create the results folder".into()),
-        ));
+        return Err(Failure::CouldNotRun(mkdir_error.unwrap_or_else(|| {
+            "rank 0 could not create the results folder".into()
+        })));
     }
 
     let max_iters = plan
@@ -170,10 +172,15 @@ fn bench_in_world(plan: &Plan, world: &MpiWorld, env: LauncherEnv) -> Result<Out
             plan.sweep.check_iterations > 0,
         )),
         Box::new(report::json::JsonExporter::new(&out_dir)),
-        Box::new(report::hlog::HlogExporter::new(&out_dir, &doc.files.histograms, start_unix_s)),
+        Box::new(report::hlog::HlogExporter::new(
+            &out_dir,
+            &doc.files.histograms,
+            start_unix_s,
+        )),
     ];
     for e in &mut exporters {
-        e.start(&doc).map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
+        e.start(&doc)
+            .map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
     }
 
     let result = runner::run_sweep(&plan.sweep, &mut backend, world, &watchdog, |records| {
@@ -217,8 +224,12 @@ fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {
     if wrong_total == 0 {
         Outcome::Success
     } else {
-        let where_ = out.map_or(String::new(), |d| format!("; per-rank counts in {}", d.join("run.json").display()));
-        Outcome::TestFailed(format!("{wrong_total} wrong values in collective results{where_}"))
+        let where_ = out.map_or(String::new(), |d| {
+            format!("; per-rank counts in {}", d.join("run.json").display())
+        });
+        Outcome::TestFailed(format!(
+            "{wrong_total} wrong values in collective results{where_}"
+        ))
     }
 }
 
@@ -247,7 +258,10 @@ fn new_run_doc(
                 .to_string(),
         );
     }
-    if hosts.iter().any(|h| h.ranks.len() > std::thread::available_parallelism().map_or(1, |n| n.get())) {
+    if hosts
+        .iter()
+        .any(|h| h.ranks.len() > std::thread::available_parallelism().map_or(1, |n| n.get()))
+    {
         notes.push(
             "more ranks than cores on a host: ranks time-share cores, so times measure the scheduler as much as MPI"
                 .to_string(),
@@ -282,7 +296,9 @@ fn new_run_doc(
 
 fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     if args.np == 0 {
-        return Err(Failure::BadInput("--np: 0 ranks run nothing; use --np 1 or more".into()));
+        return Err(Failure::BadInput(
+            "--np: 0 ranks run nothing; use --np 1 or more".into(),
+        ));
     }
     let facts = LaunchFacts {
         ranks_on_host: args.np as u64,
@@ -318,8 +334,14 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
         .map_err(|e| could_not_run(format!("starting {}: {e}", args.mpirun.display())))?;
     match code {
         0 => Ok(Outcome::Success),
-        1 => Ok(Outcome::TestFailed("a rank found wrong results (see above)".into())),
-        2 => Err(Failure::BadInput("a rank refused its arguments (see above)".into())),
-        c => Err(Failure::CouldNotRun(format!("mpirun exited with status {c} (see above)"))),
+        1 => Ok(Outcome::TestFailed(
+            "a rank found wrong results (see above)".into(),
+        )),
+        2 => Err(Failure::BadInput(
+            "a rank refused its arguments (see above)".into(),
+        )),
+        c => Err(Failure::CouldNotRun(format!(
+            "mpirun exited with status {c} (see above)"
+        ))),
     }
 }

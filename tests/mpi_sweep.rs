@@ -15,10 +15,27 @@ fn two_ranks_every_type_and_op_is_exact() {
     let out = out_dir(&tmp, "run");
     let o = bench_mpi(
         2,
-        &["-b", "8", "-e", "4K", "-n", "3", "-d", "all", "-o", "all", "--out", out.to_str().unwrap()],
+        &[
+            "-b",
+            "8",
+            "-e",
+            "4K",
+            "-n",
+            "3",
+            "-d",
+            "all",
+            "-o",
+            "all",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     );
     let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     let doc = read_run(&out);
     assert_schema_valid(&doc);
     assert_eq!(doc["status"], "complete");
@@ -27,10 +44,16 @@ fn two_ranks_every_type_and_op_is_exact() {
     assert_eq!(results(&doc).len(), 8 * 5 * 10 * 2);
     for r in results(&doc) {
         assert_eq!(r["wrong"], 0, "{r}");
-        assert_eq!(r["latency"]["samples"], 3 * 2, "every iteration of both ranks: {r}");
+        assert_eq!(
+            r["latency"]["samples"],
+            3 * 2,
+            "every iteration of both ranks: {r}"
+        );
         assert_eq!(r["per_rank"].as_array().unwrap().len(), 2);
     }
-    for dtype in ["int8", "uint8", "int32", "uint32", "int64", "uint64", "float", "double"] {
+    for dtype in [
+        "int8", "uint8", "int32", "uint32", "int64", "uint64", "float", "double",
+    ] {
         assert!(
             table_rows(&stdout).iter().any(|row| row[2] == dtype),
             "no row for {dtype}"
@@ -44,10 +67,26 @@ fn two_ranks_every_type_and_op_is_exact() {
 fn four_ranks_table_matches_nccl_tests_layout_and_formulas() {
     let tmp = tempfile::tempdir().unwrap();
     let out = out_dir(&tmp, "run");
-    let o = bench_mpi(4, &["-b", "8", "-e", "256K", "-f", "4", "-n", "5", "--out", out.to_str().unwrap()]);
+    let o = bench_mpi(
+        4,
+        &[
+            "-b",
+            "8",
+            "-e",
+            "256K",
+            "-f",
+            "4",
+            "-n",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("#       size         count      type   redop    root     time   algbw   busbw  #wrong"));
+    assert!(stdout.contains(
+        "#       size         count      type   redop    root     time   algbw   busbw  #wrong"
+    ));
     assert_eq!(stdout.matches("# Avg bus bandwidth    :").count(), 2);
     assert_eq!(stdout.matches("# Out of bounds values : 0 OK").count(), 2);
     let rows = table_rows(&stdout);
@@ -59,14 +98,23 @@ fn four_ranks_table_matches_nccl_tests_layout_and_formulas() {
         assert_eq!(row[4], "-1");
     }
     let a2a_small = rows.iter().find(|r| r[3] == "none").unwrap();
-    assert_eq!(a2a_small[0], "0", "8 B of float over 4 ranks rounds to 0, as nccl-tests does");
+    assert_eq!(
+        a2a_small[0], "0",
+        "8 B of float over 4 ranks rounds to 0, as nccl-tests does"
+    );
 
     let doc = read_run(&out);
     assert_schema_valid(&doc);
     assert_eq!(doc["ranks"].as_array().unwrap().len(), 4);
-    assert!(doc["backend"]["library_version"].as_str().unwrap().contains("Open MPI"));
+    assert!(doc["backend"]["library_version"]
+        .as_str()
+        .unwrap()
+        .contains("Open MPI"));
     for r in results(&doc) {
-        let (alg, bus) = (r["algbw_gbps"].as_f64().unwrap(), r["busbw_gbps"].as_f64().unwrap());
+        let (alg, bus) = (
+            r["algbw_gbps"].as_f64().unwrap(),
+            r["busbw_gbps"].as_f64().unwrap(),
+        );
         let factor = if r["op"] == "all_reduce" { 1.5 } else { 0.75 };
         assert!((bus - alg * factor).abs() <= 1e-9 * alg.max(1.0), "{r}");
         let t = r["time_us"].as_f64().unwrap();
@@ -75,8 +123,16 @@ fn four_ranks_table_matches_nccl_tests_layout_and_formulas() {
             assert!((alg - size / t / 1e3).abs() <= 1e-9 * alg.max(1.0), "{r}");
         }
         let l = &r["latency"];
-        for (lo, hi) in [("min_us", "p50_us"), ("p50_us", "p90_us"), ("p90_us", "p99_us"), ("p99_us", "max_us")] {
-            assert!(l[lo].as_f64().unwrap() <= l[hi].as_f64().unwrap(), "{lo} <= {hi}: {l}");
+        for (lo, hi) in [
+            ("min_us", "p50_us"),
+            ("p50_us", "p90_us"),
+            ("p90_us", "p99_us"),
+            ("p99_us", "max_us"),
+        ] {
+            assert!(
+                l[lo].as_f64().unwrap() <= l[hi].as_f64().unwrap(),
+                "{lo} <= {hi}: {l}"
+            );
         }
         assert_eq!(r["per_rank"].as_array().unwrap().len(), 4);
     }
@@ -88,10 +144,23 @@ fn four_ranks_table_matches_nccl_tests_layout_and_formulas() {
 fn one_process_without_mpirun_is_a_world_of_one_with_a_note() {
     let tmp = tempfile::tempdir().unwrap();
     let out = out_dir(&tmp, "run");
-    let o = collbench(&["bench", "-b", "8", "-e", "1K", "-n", "2", "--out", out.to_str().unwrap()]);
+    let o = collbench(&[
+        "bench",
+        "-b",
+        "8",
+        "-e",
+        "1K",
+        "-n",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("# note: no launcher found, running as one process (a world of 1)"), "{stdout}");
+    assert!(
+        stdout.contains("# note: no launcher found, running as one process (a world of 1)"),
+        "{stdout}"
+    );
     let doc = read_run(&out);
     assert_schema_valid(&doc);
     assert_eq!(doc["world_size"], 1);
@@ -102,7 +171,23 @@ fn one_process_without_mpirun_is_a_world_of_one_with_a_note() {
 fn local_launcher_runs_four_ranks_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let out = out_dir(&tmp, "run");
-    let o = collbench(&["local", "--np", "4", "-b", "1K", "-e", "16K", "-n", "3", "-d", "double", "-o", "min", "--out", out.to_str().unwrap()]);
+    let o = collbench(&[
+        "local",
+        "--np",
+        "4",
+        "-b",
+        "1K",
+        "-e",
+        "16K",
+        "-n",
+        "3",
+        "-d",
+        "double",
+        "-o",
+        "min",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stderr.contains("--oversubscribe"), "{stderr}");
@@ -116,7 +201,19 @@ fn local_launcher_runs_four_ranks_itself() {
 fn a_corrupted_rank_fails_the_run_and_is_counted() {
     let tmp = tempfile::tempdir().unwrap();
     let out = out_dir(&tmp, "run");
-    let o = bench_mpi(3, &["-b", "64", "-e", "64", "--debug-corrupt-rank", "2", "--out", out.to_str().unwrap()]);
+    let o = bench_mpi(
+        3,
+        &[
+            "-b",
+            "64",
+            "-e",
+            "64",
+            "--debug-corrupt-rank",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("FAILED"), "{stdout}");
@@ -124,8 +221,16 @@ fn a_corrupted_rank_fails_the_run_and_is_counted() {
     assert_schema_valid(&doc);
     assert!(doc["summary"]["wrong_total"].as_u64().unwrap() > 0);
     // All-to-all: only rank 0 receives rank 2's corrupted first block.
-    let a2a = results(&doc).iter().find(|r| r["op"] == "all_to_all").unwrap();
-    let per: Vec<u64> = a2a["per_rank"].as_array().unwrap().iter().map(|p| p["wrong"].as_u64().unwrap()).collect();
+    let a2a = results(&doc)
+        .iter()
+        .find(|r| r["op"] == "all_to_all")
+        .unwrap();
+    let per: Vec<u64> = a2a["per_rank"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["wrong"].as_u64().unwrap())
+        .collect();
     assert_eq!(per, vec![1, 0, 0]);
 }
 
@@ -160,14 +265,21 @@ fn bad_input_is_one_line_exit_2_and_writes_nothing() {
         let (_, stderr) = text(&alone);
         assert_eq!(alone.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(flag), "{args:?} should name {flag}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} should name {flag}: {stderr}"
+        );
         assert!(!out.exists(), "{args:?} wrote {out:?}");
     }
     let out = out_dir(&tmp, "mpi");
     let o = bench_mpi(2, &["-d", "flaot", "--out", out.to_str().unwrap()]);
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.matches("collbench: -d/--datatype").count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("collbench: -d/--datatype").count(),
+        1,
+        "{stderr}"
+    );
     assert!(!out.exists());
 }
 

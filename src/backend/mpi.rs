@@ -149,7 +149,9 @@ impl Backend for MpiBackend {
                 Collective::AllReduce => {
                     mpic::allreduce(p.send, p.recv, p.count, p.dtype, p.redop, self.comm)?
                 }
-                Collective::AllToAll => mpic::alltoall(p.send, p.recv, p.count, p.dtype, self.comm)?,
+                Collective::AllToAll => {
+                    mpic::alltoall(p.send, p.recv, p.count, p.dtype, self.comm)?
+                }
             }
         }
         Ok(())
@@ -176,7 +178,11 @@ impl Backend for MpiBackend {
     fn write_input(&mut self, fill: &mut dyn FnMut(&mut [u8])) {
         let Some(p) = &self.prepared else { return };
         let (n, in_place) = (p.input_bytes, p.in_place);
-        let buf = if in_place { &mut self.recv } else { &mut self.send };
+        let buf = if in_place {
+            &mut self.recv
+        } else {
+            &mut self.send
+        };
         fill(&mut bytemuck_bytes_mut(buf)[..n]);
     }
 

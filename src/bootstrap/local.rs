@@ -36,7 +36,8 @@ pub fn probe_mpirun(mpirun: &Path) -> Option<MpirunKind> {
         .stdin(Stdio::null())
         .output()
         .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     Some(if text.contains("Open MPI") || text.contains("OpenRTE") {
         MpirunKind::OpenMpi
     } else {
@@ -106,8 +107,14 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> std::io::Result<i32> {
     CHILD_PID.store(child.id() as i32, Ordering::SeqCst);
     // SAFETY: the handler only reads an atomic and calls kill.
     unsafe {
-        libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGINT,
+            forward_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            forward_signal as *const () as libc::sighandler_t,
+        );
     }
     let status = child.wait()?;
     CHILD_PID.store(0, Ordering::SeqCst);
@@ -128,7 +135,10 @@ mod tests {
 
     #[test]
     fn root_and_oversubscribed_flags() {
-        let host = HostFacts { cores: 2, is_root: true };
+        let host = HostFacts {
+            cores: 2,
+            is_root: true,
+        };
         let (argv, env) = mpirun_command(
             Path::new("mpirun"),
             MpirunKind::OpenMpi,
@@ -143,12 +153,17 @@ mod tests {
         assert!(argv.windows(2).any(|w| w == ["--bind-to", "none"]));
         assert!(argv.contains(&"mpi_yield_when_idle".to_string()));
         assert_eq!(argv[argv.len() - 2..], ["/bin/collbench", "bench"]);
-        assert!(env.iter().any(|(k, _)| k == "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"));
+        assert!(env
+            .iter()
+            .any(|(k, _)| k == "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"));
     }
 
     #[test]
     fn enough_cores_keeps_binding() {
-        let host = HostFacts { cores: 64, is_root: false };
+        let host = HostFacts {
+            cores: 64,
+            is_root: false,
+        };
         let (argv, env) = mpirun_command(
             Path::new("mpirun"),
             MpirunKind::OpenMpi,

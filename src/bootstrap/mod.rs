@@ -7,7 +7,7 @@ use std::ffi::CStr;
 
 use serde::Serialize;
 
-use crate::ffi::mpi::{self as mpic, MpiError, MPI_Comm};
+use crate::ffi::mpi::{self as mpic, MPI_Comm, MpiError};
 
 /// The launcher that started this process, as its environment tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -50,7 +50,12 @@ impl LauncherEnv {
             ),
             (
                 Launcher::Slurm,
-                ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"],
+                [
+                    "SLURM_PROCID",
+                    "SLURM_NTASKS",
+                    "SLURM_LOCALID",
+                    "SLURM_NTASKS_PER_NODE",
+                ],
             ),
             (
                 Launcher::Pmi,
@@ -111,8 +116,8 @@ pub struct MpiWorld {
 impl MpiWorld {
     /// Starts MPI (a world of 1 when no launcher is present) with errors returned, not fatal.
     pub fn init(env: LauncherEnv) -> Result<MpiWorld, MpiError> {
-        let (universe, _threading) =
-            mpi::initialize_with_threading(mpi::Threading::Funneled).ok_or(MpiError {
+        let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+            .ok_or(MpiError {
                 call: "MPI_Init_thread",
                 code: -1,
                 class: -1,
@@ -192,7 +197,8 @@ fn local_position(
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is writable for its length; gethostname NUL-terminates within it on success.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len() - 1) } == 0;
+    let ok =
+        unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len() - 1) } == 0;
     if ok {
         if let Ok(c) = CStr::from_bytes_until_nul(&buf) {
             return c.to_string_lossy().into_owned();
@@ -219,8 +225,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> LauncherEnv {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         LauncherEnv::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -233,9 +241,16 @@ mod tests {
             ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
         ]);
         assert_eq!(o.launcher, Launcher::OpenMpi);
-        assert_eq!((o.rank, o.world, o.local_rank, o.local_size), (Some(3), Some(8), Some(1), Some(4)));
+        assert_eq!(
+            (o.rank, o.world, o.local_rank, o.local_size),
+            (Some(3), Some(8), Some(1), Some(4))
+        );
         assert!(!o.is_leader());
-        let s = env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "0")]);
+        let s = env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "16"),
+            ("SLURM_LOCALID", "0"),
+        ]);
         assert_eq!(s.launcher, Launcher::Slurm);
         assert!(s.is_leader());
         let t = env(&[("RANK", "2"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "2")]);

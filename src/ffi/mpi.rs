@@ -49,7 +49,10 @@ fn check(call: &'static str, code: c_int) -> Result<(), MpiError> {
     let message = unsafe {
         mpi::ffi::MPI_Error_class(code, &mut class);
         if mpi::ffi::MPI_Error_string(code, buf.as_mut_ptr(), &mut len) == 0 {
-            let bytes: Vec<u8> = buf[..len.max(0) as usize].iter().map(|&c| c as u8).collect();
+            let bytes: Vec<u8> = buf[..len.max(0) as usize]
+                .iter()
+                .map(|&c| c as u8)
+                .collect();
             String::from_utf8_lossy(&bytes).into_owned()
         } else {
             "unknown MPI error".to_string()
@@ -86,7 +89,10 @@ pub unsafe fn allreduce(
     op: MPI_Op,
     comm: MPI_Comm,
 ) -> Result<(), MpiError> {
-    check("MPI_Allreduce", mpi::ffi::MPI_Allreduce(send, recv, count, dtype, op, comm))
+    check(
+        "MPI_Allreduce",
+        mpi::ffi::MPI_Allreduce(send, recv, count, dtype, op, comm),
+    )
 }
 
 /// # Safety
@@ -107,19 +113,27 @@ pub unsafe fn alltoall(
 pub fn comm_rank(comm: MPI_Comm) -> Result<usize, MpiError> {
     let mut r: c_int = 0;
     // SAFETY: out-pointer valid.
-    check("MPI_Comm_rank", unsafe { mpi::ffi::MPI_Comm_rank(comm, &mut r) })?;
+    check("MPI_Comm_rank", unsafe {
+        mpi::ffi::MPI_Comm_rank(comm, &mut r)
+    })?;
     Ok(r as usize)
 }
 
 pub fn comm_size(comm: MPI_Comm) -> Result<usize, MpiError> {
     let mut s: c_int = 0;
     // SAFETY: out-pointer valid.
-    check("MPI_Comm_size", unsafe { mpi::ffi::MPI_Comm_size(comm, &mut s) })?;
+    check("MPI_Comm_size", unsafe {
+        mpi::ffi::MPI_Comm_size(comm, &mut s)
+    })?;
     Ok(s as usize)
 }
 
 /// Gathers every rank's bytes to `root`; returns them in rank order there, None elsewhere.
-pub fn gather_bytes(comm: MPI_Comm, root: usize, data: &[u8]) -> Result<Option<Vec<Vec<u8>>>, MpiError> {
+pub fn gather_bytes(
+    comm: MPI_Comm,
+    root: usize,
+    data: &[u8],
+) -> Result<Option<Vec<Vec<u8>>>, MpiError> {
     let rank = comm_rank(comm)?;
     let size = comm_size(comm)?;
     let len: c_int = c_int::try_from(data.len()).map_err(|_| MpiError {
@@ -177,7 +191,12 @@ pub fn gather_bytes(comm: MPI_Comm, root: usize, data: &[u8]) -> Result<Option<V
 }
 
 /// Element-wise reduction of u64s to `root` (None elsewhere).
-pub fn reduce_u64(comm: MPI_Comm, root: usize, data: &[u64], op: MPI_Op) -> Result<Option<Vec<u64>>, MpiError> {
+pub fn reduce_u64(
+    comm: MPI_Comm,
+    root: usize,
+    data: &[u64],
+    op: MPI_Op,
+) -> Result<Option<Vec<u64>>, MpiError> {
     let rank = comm_rank(comm)?;
     let mut out = vec![0u64; if rank == root { data.len() } else { 0 }];
     let count = c_int::try_from(data.len()).map_err(|_| MpiError {

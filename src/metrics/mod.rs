@@ -73,8 +73,14 @@ mod tests {
             let (a, b) = bandwidth(op, size, n, us * 1e-6);
             // The tables print time rounded to 4-5 digits, so allow that rounding.
             let tol = |x: f64| x * 1.5e-4 + 0.006;
-            assert!((a - alg).abs() < tol(alg), "{op:?} {size}: algbw {a} vs {alg}");
-            assert!((b - bus).abs() < tol(bus), "{op:?} {size}: busbw {b} vs {bus}");
+            assert!(
+                (a - alg).abs() < tol(alg),
+                "{op:?} {size}: algbw {a} vs {alg}"
+            );
+            assert!(
+                (b - bus).abs() < tol(bus),
+                "{op:?} {size}: busbw {b} vs {bus}"
+            );
         }
     }
 
@@ -137,6 +143,13 @@ impl Record {
         placement: crate::plan::Placement,
         size: u64,
     ) -> String {
-        format!("{}.{}.{}.{}.{}", op.name(), dtype.name(), redop, placement.name(), size)
+        format!(
+            "{}.{}.{}.{}.{}",
+            op.name(),
+            dtype.name(),
+            redop,
+            placement.name(),
+            size
+        )
     }
 }

@@ -322,18 +322,23 @@ impl Plan {
                 ));
             }
         }
-        let redops = parse_list(&args.redop, "-o/--redop", "sum, prod, min, max, avg, all", |s| {
-            if s.eq_ignore_ascii_case("all") {
-                Some(
-                    RedOp::ALL
-                        .into_iter()
-                        .filter(|r| backend.supports_redop(*r))
-                        .collect(),
-                )
-            } else {
-                RedOp::parse(s).map(|r| vec![r])
-            }
-        })?;
+        let redops = parse_list(
+            &args.redop,
+            "-o/--redop",
+            "sum, prod, min, max, avg, all",
+            |s| {
+                if s.eq_ignore_ascii_case("all") {
+                    Some(
+                        RedOp::ALL
+                            .into_iter()
+                            .filter(|r| backend.supports_redop(*r))
+                            .collect(),
+                    )
+                } else {
+                    RedOp::parse(s).map(|r| vec![r])
+                }
+            },
+        )?;
         for r in &redops {
             if !backend.supports_redop(*r) {
                 return Err(bad(
@@ -483,10 +488,18 @@ fn parse_list<T: PartialEq + Copy>(
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(bad(flag, format!("empty entry in '{text}'"), format!("use one or more of {known}, separated by commas")));
+            return Err(bad(
+                flag,
+                format!("empty entry in '{text}'"),
+                format!("use one or more of {known}, separated by commas"),
+            ));
         }
         let items = one(part).ok_or_else(|| {
-            bad(flag, format!("unknown value '{part}'"), format!("use one or more of {known}"))
+            bad(
+                flag,
+                format!("unknown value '{part}'"),
+                format!("use one or more of {known}"),
+            )
         })?;
         for item in items {
             if !out.contains(&item) {
@@ -558,7 +571,10 @@ mod tests {
     #[test]
     fn defaults_resolve() {
         let p = Plan::resolve(&sweep(&[]), facts()).unwrap();
-        assert_eq!(p.sweep.ops, vec![Collective::AllReduce, Collective::AllToAll]);
+        assert_eq!(
+            p.sweep.ops,
+            vec![Collective::AllReduce, Collective::AllToAll]
+        );
         assert_eq!(p.sweep.dtypes, vec![DType::Float]);
         assert_eq!(p.sweep.sizes.first(), Some(&8));
         assert_eq!(p.sweep.sizes.last(), Some(&(64 << 20)));
@@ -578,7 +594,10 @@ mod tests {
         assert_eq!(err(&["--op", "broadcast"]).flag, "--op");
         assert_eq!(err(&["-n", "0"]).flag, "-n/--iters");
         assert_eq!(err(&["--timeout", "soon"]).flag, "--timeout");
-        assert_eq!(err(&["-b", "1", "-e", "1G", "-i", "1"]).flag, "-i/--stepbytes");
+        assert_eq!(
+            err(&["-b", "1", "-e", "1G", "-i", "1"]).flag,
+            "-i/--stepbytes"
+        );
         let mem = err(&["-e", "4G"]);
         assert_eq!(mem.flag, "-e/--maxbytes");
         assert!(mem.problem.contains("available"), "{mem}");
@@ -589,7 +608,10 @@ mod tests {
     fn all_expands_to_what_the_backend_has() {
         let p = Plan::resolve(&sweep(&["-d", "all", "-o", "all"]), facts()).unwrap();
         assert_eq!(p.sweep.dtypes.len(), 8);
-        assert_eq!(p.sweep.redops, vec![RedOp::Sum, RedOp::Prod, RedOp::Min, RedOp::Max]);
+        assert_eq!(
+            p.sweep.redops,
+            vec![RedOp::Sum, RedOp::Prod, RedOp::Min, RedOp::Max]
+        );
         assert_eq!(p.sweep.groups().len(), 8 * 4 + 8);
     }
 

@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn sweeps_like_nccl_tests() {
         assert_eq!(sweep_sizes(8, 64, Step::Factor(2), 99), vec![8, 16, 32, 64]);
-        assert_eq!(sweep_sizes(8, 100, Step::Factor(2), 99), vec![8, 16, 32, 64]);
+        assert_eq!(
+            sweep_sizes(8, 100, Step::Factor(2), 99),
+            vec![8, 16, 32, 64]
+        );
         assert_eq!(sweep_sizes(1, 10, Step::Bytes(4), 99), vec![1, 5, 9]);
         assert_eq!(sweep_sizes(64, 64, Step::Factor(2), 99), vec![64]);
         assert_eq!(sweep_sizes(8, 64 << 20, Step::Factor(2), 99).len(), 24);

@@ -37,19 +37,34 @@ impl<W: Write> TableExporter<W> {
             "#{:>11}  {:>12}  {:>8}  {:>6}  {:>6}",
             "size", "count", "type", "redop", "root"
         );
-        let mut l3 = format!("#{:>11}  {:>12}  {:>8}  {:>6}  {:>6}", "(B)", "(elements)", "", "", "");
+        let mut l3 = format!(
+            "#{:>11}  {:>12}  {:>8}  {:>6}  {:>6}",
+            "(B)", "(elements)", "", "", ""
+        );
         for p in &self.placements {
             l1.push_str(&format!("{:^33}", placement_label(*p)));
-            l2.push_str(&format!("  {:>7}  {:>6}  {:>6}  {:>6}", "time", "algbw", "busbw", "#wrong"));
-            l3.push_str(&format!("  {:>7}  {:>6}  {:>6}  {:>6}", "(us)", "(GB/s)", "(GB/s)", ""));
+            l2.push_str(&format!(
+                "  {:>7}  {:>6}  {:>6}  {:>6}",
+                "time", "algbw", "busbw", "#wrong"
+            ));
+            l3.push_str(&format!(
+                "  {:>7}  {:>6}  {:>6}  {:>6}",
+                "(us)", "(GB/s)", "(GB/s)", ""
+            ));
         }
         for p in &self.placements {
-            l1.push_str(&format!("{:^41}", format!("{} per-iteration (us)", placement_label(*p))));
+            l1.push_str(&format!(
+                "{:^41}",
+                format!("{} per-iteration (us)", placement_label(*p))
+            ));
             l2.push_str(&format!(
                 "  {:>7} {:>7} {:>7} {:>7} {:>7}",
                 "p50", "p99", "p99.9", "max", "skew99"
             ));
-            l3.push_str(&format!("  {:>7} {:>7} {:>7} {:>7} {:>7}", "", "", "", "", ""));
+            l3.push_str(&format!(
+                "  {:>7} {:>7} {:>7} {:>7} {:>7}",
+                "", "", "", "", ""
+            ));
         }
         writeln!(self.out, "#")?;
         writeln!(self.out, "{}", l1.trim_end())?;
@@ -64,7 +79,11 @@ impl<W: Write> TableExporter<W> {
         } else {
             0.0
         };
-        writeln!(self.out, "# Out of bounds values : {} {}", self.wrong, verdict)?;
+        writeln!(
+            self.out,
+            "# Out of bounds values : {} {}",
+            self.wrong, verdict
+        )?;
         writeln!(self.out, "# Avg bus bandwidth    : {avg:.4} ")?;
         self.busbw_sum = 0.0;
         self.rows = 0;
@@ -106,7 +125,11 @@ impl<W: Write> Exporter for TableExporter<W> {
             c.timeout
                 .map_or("off".to_string(), |t| humantime::format_duration(t).to_string())
         )?;
-        writeln!(self.out, "# {}", run.backend.library_version.lines().next().unwrap_or(""))?;
+        writeln!(
+            self.out,
+            "# {}",
+            run.backend.library_version.lines().next().unwrap_or("")
+        )?;
         for n in &run.notes {
             writeln!(self.out, "# note: {n}")?;
         }
@@ -125,7 +148,11 @@ impl<W: Write> Exporter for TableExporter<W> {
         let Some(first) = records.first() else {
             return Ok(());
         };
-        let group = (first.op, first.dtype.name().to_string(), first.redop.clone());
+        let group = (
+            first.op,
+            first.dtype.name().to_string(),
+            first.redop.clone(),
+        );
         if self.current.as_ref().map(|g| g.0) != Some(first.op) {
             if self.current.is_some() {
                 self.footer()?;
@@ -194,7 +221,11 @@ impl<W: Write> Exporter for TableExporter<W> {
             "# {} records, {} wrong values in total: {}",
             run.summary.records,
             run.summary.wrong_total,
-            if run.summary.wrong_total == 0 { "OK" } else { "FAILED" }
+            if run.summary.wrong_total == 0 {
+                "OK"
+            } else {
+                "FAILED"
+            }
         )?;
         writeln!(self.out, "#")?;
         self.out.flush()

@@ -131,14 +131,22 @@ macro_rules! dispatch {
 
 /// Views aligned bytes as elements (every bit pattern is valid for the types used here).
 fn cast_mut<T: Copy>(bytes: &mut [u8]) -> &mut [T] {
-    assert_eq!(bytes.as_ptr() as usize % std::mem::align_of::<T>(), 0, "buffer alignment");
+    assert_eq!(
+        bytes.as_ptr() as usize % std::mem::align_of::<T>(),
+        0,
+        "buffer alignment"
+    );
     let n = bytes.len() / std::mem::size_of::<T>();
     // SAFETY: aligned (checked), in bounds, and any bit pattern is a valid T here.
     unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut T, n) }
 }
 
 fn cast_ref<T: Copy>(bytes: &[u8]) -> &[T] {
-    assert_eq!(bytes.as_ptr() as usize % std::mem::align_of::<T>(), 0, "buffer alignment");
+    assert_eq!(
+        bytes.as_ptr() as usize % std::mem::align_of::<T>(),
+        0,
+        "buffer alignment"
+    );
     let n = bytes.len() / std::mem::size_of::<T>();
     // SAFETY: as above, read-only.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, n) }
@@ -146,12 +154,30 @@ fn cast_ref<T: Copy>(bytes: &[u8]) -> &[T] {
 
 /// Writes this rank's input for check iteration `iter` into `bytes`.
 pub fn fill(bytes: &mut [u8], call: &Call, rank: usize, nranks: usize, iter: u32) {
-    dispatch!(call.dtype, cast_mut, bytes, fill_typed, call, rank as u64, nranks as u64, iter as u64)
+    dispatch!(
+        call.dtype,
+        cast_mut,
+        bytes,
+        fill_typed,
+        call,
+        rank as u64,
+        nranks as u64,
+        iter as u64
+    )
 }
 
 /// Counts elements of this rank's result that differ from the exact expected value.
 pub fn count_wrong(bytes: &[u8], call: &Call, rank: usize, nranks: usize, iter: u32) -> u64 {
-    dispatch!(call.dtype, cast_ref, bytes, check_typed, call, rank as u64, nranks as u64, iter as u64)
+    dispatch!(
+        call.dtype,
+        cast_ref,
+        bytes,
+        check_typed,
+        call,
+        rank as u64,
+        nranks as u64,
+        iter as u64
+    )
 }
 
 #[cfg(test)]
@@ -165,7 +191,11 @@ mod tests {
             dtype,
             redop,
             count,
-            buffer_elems: if op == Collective::AllToAll { count * n } else { count },
+            buffer_elems: if op == Collective::AllToAll {
+                count * n
+            } else {
+                count
+            },
             placement: Placement::OutOfPlace,
         }
     }
@@ -195,9 +225,10 @@ mod tests {
                     }
                     Collective::AllToAll => {
                         let blk = c.count as usize * esz;
-                        for src in 0..n {
-                            let from = &as_bytes(&inputs[src])[r * blk..(r + 1) * blk];
-                            as_bytes_mut(&mut out)[src * blk..(src + 1) * blk].copy_from_slice(from);
+                        for (src, input) in inputs.iter().enumerate() {
+                            let from = &as_bytes(input)[r * blk..(r + 1) * blk];
+                            as_bytes_mut(&mut out)[src * blk..(src + 1) * blk]
+                                .copy_from_slice(from);
                         }
                     }
                 }

@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use crate::plan::{Collective, Placement};
 
+/// The call a deadline guards: op, bytes, placement.
+pub type CallPoint = (Collective, u64, Placement);
+
 struct Shared {
     progress: AtomicU64,
     armed: AtomicBool,
     stop: AtomicBool,
-    activity: Mutex<(String, Option<(Collective, u64, Placement)>)>,
+    activity: Mutex<(String, Option<CallPoint>)>,
     iteration: AtomicU64,
 }
 
@@ -45,8 +48,12 @@ impl Watchdog {
     }
 
     /// Arms the deadline for a blocking phase described by `what`.
-    pub fn arm(&self, what: &str, point: Option<(Collective, u64, Placement)>) {
-        *self.shared.activity.lock().unwrap_or_else(|e| e.into_inner()) = (what.to_string(), point);
+    pub fn arm(&self, what: &str, point: Option<CallPoint>) {
+        *self
+            .shared
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (what.to_string(), point);
         self.shared.iteration.store(0, Ordering::Relaxed);
         self.shared.progress.fetch_add(1, Ordering::Relaxed);
         self.shared.armed.store(true, Ordering::Release);
@@ -120,11 +127,17 @@ mod tests {
             Some(Duration::from_millis(100)),
             Box::new(move |m| tx.lock().unwrap().send(m.to_string()).unwrap()),
         );
-        w.arm("timed loop", Some((Collective::AllReduce, 1024, Placement::InPlace)));
+        w.arm(
+            "timed loop",
+            Some((Collective::AllReduce, 1024, Placement::InPlace)),
+        );
         w.tick(5);
         let msg = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(msg.contains("rank 3"), "{msg}");
-        assert!(msg.contains("all_reduce 1024 B in-place iteration 5"), "{msg}");
+        assert!(
+            msg.contains("all_reduce 1024 B in-place iteration 5"),
+            "{msg}"
+        );
     }
 
     #[test]

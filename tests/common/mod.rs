@@ -11,17 +11,27 @@ pub fn exe() -> &'static str {
 /// mpirun flags for N ranks on this (possibly 2-core, possibly root) machine.
 pub fn mpirun(np: usize) -> Command {
     let mut c = Command::new("mpirun");
-    c.args(["-np", &np.to_string(), "--oversubscribe", "--bind-to", "none"])
-        .args(["--mca", "mpi_yield_when_idle", "1"])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .stdin(Stdio::null());
+    c.args([
+        "-np",
+        &np.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ])
+    .args(["--mca", "mpi_yield_when_idle", "1"])
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    .stdin(Stdio::null());
     c.arg(exe());
     c
 }
 
 pub fn bench_mpi(np: usize, args: &[&str]) -> Output {
-    mpirun(np).arg("bench").args(args).output().expect("start mpirun")
+    mpirun(np)
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("start mpirun")
 }
 
 pub fn collbench(args: &[&str]) -> Output {

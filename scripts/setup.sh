@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what collbench needs to build and run on Debian/Ubuntu: OpenMPI (mpirun, mpicc and
+# headers), libclang for the mpi crate's bindgen, a C compiler. Skips what is already there.
+set -euo pipefail
+
+need=()
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+command -v mpicc >/dev/null 2>&1 || need+=(libopenmpi-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 3; }
+
+if ((${#need[@]})); then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    echo "setup: installing ${need[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [[ $(id -u) -eq 0 ]]; then
+    # OpenMPI refuses root without these; collbench local sets them itself.
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
