@@ -52,12 +52,9 @@ fn spawn_local(args: &[&str]) -> Child {
         .unwrap()
 }
 
-#[test]
-fn a_run_killed_half_way_keeps_what_it_measured() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = out_dir(&tmp, "killed");
-    let out_s = out.to_str().unwrap();
-    let mut child = spawn_local(&[
+/// Starts a long 2-rank all-reduce sweep into `out` and returns once `lines` records exist.
+fn start_long_sweep(out: &std::path::Path, extra: &[&str], lines: usize) -> Child {
+    let mut args = vec![
         "--np",
         "2",
         "-b",
@@ -69,11 +66,22 @@ fn a_run_killed_half_way_keeps_what_it_measured() {
         "--op",
         "all_reduce",
         "--out",
-        out_s,
-    ]);
-    wait_for("two sizes measured", Duration::from_secs(60), || {
-        progress_lines(&out) >= 4
+    ];
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    let child = spawn_local(&args);
+    wait_for("the sweep to measure", Duration::from_secs(60), || {
+        progress_lines(out) >= lines
     });
+    child
+}
+
+#[test]
+fn a_run_killed_half_way_keeps_what_it_measured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_dir(&tmp, "killed");
+    let out_s = out.to_str().unwrap();
+    let mut child = start_long_sweep(&out, &[], 4);
     // SIGTERM to the launcher, as a user's Ctrl-C or a batch system would send.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -94,25 +102,7 @@ fn a_stopped_rank_trips_the_watchdog_instead_of_hanging() {
     let tmp = tempfile::tempdir().unwrap();
     let out = out_dir(&tmp, "stopped");
     let out_s = out.to_str().unwrap();
-    let mut child = spawn_local(&[
-        "--np",
-        "2",
-        "-b",
-        "8",
-        "-e",
-        "64M",
-        "-n",
-        "200",
-        "--op",
-        "all_reduce",
-        "--timeout",
-        "2s",
-        "--out",
-        out_s,
-    ]);
-    wait_for("the sweep to start", Duration::from_secs(60), || {
-        progress_lines(&out) >= 2
-    });
+    let mut child = start_long_sweep(&out, &["--timeout", "2s"], 2);
     let doc = read_run(&out);
     let victim = doc["ranks"][1]["pid"].as_u64().unwrap() as i32;
     let started = Instant::now();

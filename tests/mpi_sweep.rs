@@ -11,8 +11,7 @@ fn results(doc: &serde_json::Value) -> &Vec<serde_json::Value> {
 
 #[test]
 fn two_ranks_every_type_and_op_is_exact() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = out_dir(&tmp, "run");
+    let (_tmp, out) = fresh_out();
     let o = bench_mpi(
         2,
         &[
@@ -30,12 +29,7 @@ fn two_ranks_every_type_and_op_is_exact() {
             out.to_str().unwrap(),
         ],
     );
-    let (stdout, stderr) = text(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (stdout, _stderr) = expect_code(&o, 0);
     let doc = read_run(&out);
     assert_schema_valid(&doc);
     assert_eq!(doc["status"], "complete");
@@ -65,8 +59,7 @@ fn two_ranks_every_type_and_op_is_exact() {
 
 #[test]
 fn four_ranks_table_matches_nccl_tests_layout_and_formulas() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = out_dir(&tmp, "run");
+    let (_tmp, out) = fresh_out();
     let o = bench_mpi(
         4,
         &[
@@ -82,8 +75,7 @@ fn four_ranks_table_matches_nccl_tests_layout_and_formulas() {
             out.to_str().unwrap(),
         ],
     );
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stdout, _stderr) = expect_code(&o, 0);
     assert!(stdout.contains(
         "#       size         count      type   redop    root     time   algbw   busbw  #wrong"
     ));
@@ -142,8 +134,7 @@ fn four_ranks_table_matches_nccl_tests_layout_and_formulas() {
 
 #[test]
 fn one_process_without_mpirun_is_a_world_of_one_with_a_note() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = out_dir(&tmp, "run");
+    let (_tmp, out) = fresh_out();
     let o = collbench(&[
         "bench",
         "-b",
@@ -155,8 +146,7 @@ fn one_process_without_mpirun_is_a_world_of_one_with_a_note() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (stdout, _stderr) = expect_code(&o, 0);
     assert!(
         stdout.contains("# note: no launcher found, running as one process (a world of 1)"),
         "{stdout}"
@@ -169,8 +159,7 @@ fn one_process_without_mpirun_is_a_world_of_one_with_a_note() {
 
 #[test]
 fn local_launcher_runs_four_ranks_itself() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = out_dir(&tmp, "run");
+    let (_tmp, out) = fresh_out();
     let o = collbench(&[
         "local",
         "--np",
@@ -188,8 +177,7 @@ fn local_launcher_runs_four_ranks_itself() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    let (_stdout, stderr) = expect_code(&o, 0);
     assert!(stderr.contains("--oversubscribe"), "{stderr}");
     let doc = read_run(&out);
     assert_schema_valid(&doc);
@@ -199,8 +187,7 @@ fn local_launcher_runs_four_ranks_itself() {
 
 #[test]
 fn a_corrupted_rank_fails_the_run_and_is_counted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = out_dir(&tmp, "run");
+    let (_tmp, out) = fresh_out();
     let o = bench_mpi(
         3,
         &[
@@ -214,8 +201,7 @@ fn a_corrupted_rank_fails_the_run_and_is_counted() {
             out.to_str().unwrap(),
         ],
     );
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (stdout, _stderr) = expect_code(&o, 1);
     assert!(stdout.contains("FAILED"), "{stdout}");
     let doc = read_run(&out);
     assert_schema_valid(&doc);
@@ -285,8 +271,7 @@ fn bad_input_is_one_line_exit_2_and_writes_nothing() {
 
 #[test]
 fn an_existing_run_folder_is_not_overwritten() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = out_dir(&tmp, "run");
+    let (_tmp, out) = fresh_out();
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("run.json"), "{}").unwrap();
     let o = collbench(&["bench", "-e", "8", "--out", out.to_str().unwrap()]);

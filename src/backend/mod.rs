@@ -6,6 +6,21 @@ pub mod mpi;
 use crate::ffi::mpi::MpiError;
 use crate::plan::{Collective, DType, Placement, RedOp};
 
+/// Monotonic host nanoseconds (vDSO clock_gettime, ~20 ns): the batched-time clock for every
+/// backend, and MPI's per-call marks.
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The call a timed loop repeats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Call {

@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 use std::os::raw::c_int;
 
-use super::{Backend, BackendError, Call};
+use super::{now_ns, Backend, BackendError, Call};
 use crate::ffi::mpi::{self as mpic, MPI_Comm, MPI_Datatype, MPI_Op};
 use crate::plan::{Collective, DType, RedOp};
 
@@ -25,20 +25,6 @@ pub struct MpiBackend {
     recv: Vec<u64>,
     marks: Vec<u64>,
     prepared: Option<Prepared>,
-}
-
-/// Monotonic nanoseconds (vDSO clock_gettime, ~20 ns).
-#[inline(always)]
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn mpi_dtype(d: DType) -> Result<MPI_Datatype, BackendError> {

@@ -174,6 +174,14 @@ impl Placement {
             Placement::InPlace => "in_place",
         }
     }
+
+    /// As nccl-tests' table header prints it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::OutOfPlace => "out-of-place",
+            Placement::InPlace => "in-place",
+        }
+    }
 }
 
 /// The collective library that runs the calls.
@@ -293,25 +301,23 @@ impl Plan {
         let backend = match args.backend {
             BackendArg::Auto | BackendArg::Mpi => BackendKind::Mpi,
         };
-        let ops = parse_list(&args.ops, "--op", "all_reduce, all_to_all", |s| {
-            Collective::parse(s).map(|c| vec![c])
-        })?;
+        let ops = parse_list(
+            &args.ops,
+            "--op",
+            "all_reduce, all_to_all",
+            Collective::parse,
+            None,
+        )?;
+        let all_dtypes: Vec<DType> = DType::ALL
+            .into_iter()
+            .filter(|d| backend.supports_dtype(*d))
+            .collect();
         let dtypes = parse_list(
             &args.dtype,
             "-d/--datatype",
             "int8, uint8, int32, uint32, int64, uint64, half, float, double, bfloat16, all",
-            |s| {
-                if s.eq_ignore_ascii_case("all") {
-                    Some(
-                        DType::ALL
-                            .into_iter()
-                            .filter(|d| backend.supports_dtype(*d))
-                            .collect(),
-                    )
-                } else {
-                    DType::parse(s).map(|d| vec![d])
-                }
-            },
+            DType::parse,
+            Some(&all_dtypes),
         )?;
         for d in &dtypes {
             if !backend.supports_dtype(*d) {
@@ -322,22 +328,16 @@ impl Plan {
                 ));
             }
         }
+        let all_redops: Vec<RedOp> = RedOp::ALL
+            .into_iter()
+            .filter(|r| backend.supports_redop(*r))
+            .collect();
         let redops = parse_list(
             &args.redop,
             "-o/--redop",
             "sum, prod, min, max, avg, all",
-            |s| {
-                if s.eq_ignore_ascii_case("all") {
-                    Some(
-                        RedOp::ALL
-                            .into_iter()
-                            .filter(|r| backend.supports_redop(*r))
-                            .collect(),
-                    )
-                } else {
-                    RedOp::parse(s).map(|r| vec![r])
-                }
-            },
+            RedOp::parse,
+            Some(&all_redops),
         )?;
         for r in &redops {
             if !backend.supports_redop(*r) {
@@ -478,12 +478,14 @@ fn parse_timeout(text: &str) -> Result<Option<Duration>, PlanError> {
     }
 }
 
-/// Parses a comma-separated list, expanding names with `one`, refusing unknowns and duplicates.
+/// Parses a comma-separated list of names, refusing unknowns; `all` (where given) expands to
+/// every value the backend has; duplicates are dropped.
 fn parse_list<T: PartialEq + Copy>(
     text: &str,
     flag: &'static str,
     known: &str,
-    one: impl Fn(&str) -> Option<Vec<T>>,
+    one: impl Fn(&str) -> Option<T>,
+    all: Option<&[T]>,
 ) -> Result<Vec<T>, PlanError> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim) {
@@ -494,13 +496,16 @@ fn parse_list<T: PartialEq + Copy>(
                 format!("use one or more of {known}, separated by commas"),
             ));
         }
-        let items = one(part).ok_or_else(|| {
-            bad(
-                flag,
-                format!("unknown value '{part}'"),
-                format!("use one or more of {known}"),
-            )
-        })?;
+        let items = match all {
+            Some(all) if part.eq_ignore_ascii_case("all") => all.to_vec(),
+            _ => vec![one(part).ok_or_else(|| {
+                bad(
+                    flag,
+                    format!("unknown value '{part}'"),
+                    format!("use one or more of {known}"),
+                )
+            })?],
+        };
         for item in items {
             if !out.contains(&item) {
                 out.push(item);

@@ -6,12 +6,12 @@ use std::io::{self, Write};
 use super::{Exporter, RunDoc};
 use crate::metrics::Record;
 use crate::plan::{size::format_size, Collective, Placement};
-use crate::runner::placement_label;
 
 pub struct TableExporter<W: Write> {
     out: W,
     placements: Vec<Placement>,
-    current: Option<(Collective, String, String)>,
+    /// The collective whose table is open.
+    current: Option<Collective>,
     busbw_sum: f64,
     rows: u64,
     wrong: u64,
@@ -42,7 +42,7 @@ impl<W: Write> TableExporter<W> {
             "(B)", "(elements)", "", "", ""
         );
         for p in &self.placements {
-            l1.push_str(&format!("{:^33}", placement_label(*p)));
+            l1.push_str(&format!("{:^33}", p.label()));
             l2.push_str(&format!(
                 "  {:>7}  {:>6}  {:>6}  {:>6}",
                 "time", "algbw", "busbw", "#wrong"
@@ -55,7 +55,7 @@ impl<W: Write> TableExporter<W> {
         for p in &self.placements {
             l1.push_str(&format!(
                 "{:^41}",
-                format!("{} per-iteration (us)", placement_label(*p))
+                format!("{} per-iteration (us)", p.label())
             ));
             l2.push_str(&format!(
                 "  {:>7} {:>7} {:>7} {:>7} {:>7}",
@@ -148,18 +148,13 @@ impl<W: Write> Exporter for TableExporter<W> {
         let Some(first) = records.first() else {
             return Ok(());
         };
-        let group = (
-            first.op,
-            first.dtype.name().to_string(),
-            first.redop.clone(),
-        );
-        if self.current.as_ref().map(|g| g.0) != Some(first.op) {
+        if self.current != Some(first.op) {
             if self.current.is_some() {
                 self.footer()?;
             }
             self.header(first.op)?;
         }
-        self.current = Some(group);
+        self.current = Some(first.op);
         let mut line = format!(
             "{:>12}  {:>12}  {:>8}  {:>6}  {:>6}",
             first.size_bytes,

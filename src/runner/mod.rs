@@ -15,7 +15,7 @@ use crate::backend::{Backend, BackendError, Call};
 use crate::bootstrap::MpiWorld;
 use crate::ffi::mpi::{self as mpic, MpiError};
 use crate::metrics::{self, HistogramError, LatencyHistogram, RankSummary, Record};
-use crate::plan::{Collective, DType, Placement, RedOp, Shape, SweepPlan};
+use crate::plan::{Collective, RedOp, Shape, SweepPlan};
 use watchdog::Watchdog;
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +132,7 @@ fn measure<B: Backend>(
     let iters = plan.iterations as usize;
     let mut samples = vec![0u64; iters];
     watchdog.arm("timed loop", point);
-    let t0 = crate::backend::mpi::now_ns();
+    let t0 = crate::backend::now_ns();
     for i in 0..iters {
         backend.mark(2 * i);
         backend.launch()?;
@@ -140,7 +140,7 @@ fn measure<B: Backend>(
         watchdog.tick(i as u64);
     }
     backend.synchronize()?;
-    let t1 = crate::backend::mpi::now_ns();
+    let t1 = crate::backend::now_ns();
     watchdog.disarm();
     for (i, s) in samples.iter_mut().enumerate() {
         *s = backend.elapsed_ns(2 * i, 2 * i + 1);
@@ -237,18 +237,5 @@ pub fn redop_name(op: Collective, redop: Option<RedOp>) -> String {
     match (op.reduces(), redop) {
         (true, Some(r)) => r.name().to_string(),
         _ => "none".to_string(),
-    }
-}
-
-/// The (op, dtype, redop) of a record, for grouping rows into tables.
-pub fn group_of(r: &Record) -> (Collective, DType, String) {
-    (r.op, r.dtype, r.redop.clone())
-}
-
-/// Placement names as the table header prints them.
-pub fn placement_label(p: Placement) -> &'static str {
-    match p {
-        Placement::OutOfPlace => "out-of-place",
-        Placement::InPlace => "in-place",
     }
 }

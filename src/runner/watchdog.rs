@@ -99,7 +99,7 @@ fn watch(rank: usize, timeout: Duration, s: &Shared, on_expiry: OnExpiry) {
                     " ({} {} B {} iteration {})",
                     op.name(),
                     size,
-                    placement.name().replace('_', "-"),
+                    placement.label(),
                     s.iteration.load(Ordering::Relaxed)
                 ),
                 None => String::new(),

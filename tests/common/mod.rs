@@ -55,6 +55,24 @@ pub fn out_dir(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
     tmp.path().join(name)
 }
 
+/// A fresh temporary folder and a not-yet-existing results folder inside it.
+pub fn fresh_out() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let out = tmp.path().join("run");
+    (tmp, out)
+}
+
+/// Asserts the exit code (printing both streams when it differs) and returns the streams.
+pub fn expect_code(o: &Output, code: i32) -> (String, String) {
+    let (stdout, stderr) = text(o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
 pub fn read_run(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("run.json")).expect("run.json exists");
     serde_json::from_str(&text).expect("run.json is JSON")
