@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what collbench needs to build and run on Debian/Ubuntu: OpenMPI (mpirun, mpicc and
-# headers), libclang for the mpi crate's bindgen, a C compiler. Skips what is already there.
+# headers), libclang for the mpi crate's bindgen, a C compiler, iproute2/nftables/ping for link faults
+# and the virtual cluster. Skips what is already there.
 set -euo pipefail
 
 need=()
@@ -8,6 +9,11 @@ command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 command -v mpicc >/dev/null 2>&1 || need+=(libopenmpi-dev)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# Link faults and the virtual cluster (scripts/vcluster): ip/tc, nft, ping, unshare.
+command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 3; }
 
 if ((${#need[@]})); then

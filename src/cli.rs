@@ -24,6 +24,22 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run N ranks on this machine: starts mpirun itself with flags that suit this machine.
     Local(LocalArgs),
+    /// Remove every link fault collbench left on this host: nftables tables collbench*, root qdiscs
+    /// with handle cb00:-cbff:, interfaces with the alias collbench-down. Prints each command it runs.
+    Heal(HealArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct HealArgs {
+    /// Heal this network namespace instead of this process's own.
+    #[arg(long, value_name = "NS", conflicts_with = "all")]
+    pub netns: Option<String>,
+    /// Heal this process's namespace and every one that `ip netns list` shows.
+    #[arg(long)]
+    pub all: bool,
+    /// Print what would run and change nothing; exit 1 if anything is left.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

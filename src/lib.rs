@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod bootstrap;
 pub mod cli;
+pub mod control;
 pub mod ffi;
 pub mod metrics;
 pub mod plan;
@@ -58,6 +59,7 @@ pub fn run(command: Command) -> Result<Outcome, Failure> {
     match command {
         Command::Bench(args) => bench(args),
         Command::Local(args) => local(args),
+        Command::Heal(args) => control::heal::run(&args),
     }
 }
 
