@@ -27,6 +27,15 @@ pub enum Command {
     /// Remove every link fault collbench left on this host: nftables tables collbench*, root qdiscs
     /// with handle cb00:-cbff:, interfaces with the alias collbench-down. Prints each command it runs.
     Heal(HealArgs),
+    /// Validate a fault plan (TOML) without running it: every error with file:line and a fix.
+    CheckPlan(CheckPlanArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct CheckPlanArgs {
+    /// The fault plan to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

@@ -60,6 +60,49 @@ pub fn run(command: Command) -> Result<Outcome, Failure> {
         Command::Bench(args) => bench(args),
         Command::Local(args) => local(args),
         Command::Heal(args) => control::heal::run(&args),
+        Command::CheckPlan(args) => check_plan(&args),
+    }
+}
+
+/// Prints the plan's faults, or every error in it; bad plans are bad input.
+fn check_plan(args: &cli::CheckPlanArgs) -> Result<Outcome, Failure> {
+    match plan::faults::load(&args.file) {
+        Ok(p) => {
+            println!(
+                "{}: ok, {} fault(s); heartbeat {}, missing after {}, stall after {}",
+                args.file.display(),
+                p.faults.len(),
+                humantime::format_duration(p.heartbeat),
+                humantime::format_duration(p.heartbeat_timeout),
+                humantime::format_duration(p.stall)
+            );
+            for f in &p.faults {
+                let params: Vec<String> =
+                    f.params().iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "  fault {} (line {}): {} {} at {} {}{}",
+                    f.id,
+                    f.line,
+                    f.kind.name(),
+                    f.target,
+                    f.start,
+                    params.join(" "),
+                    if f.kind.is_link() {
+                        " [privileged: needs root and --allow-privileged]"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(Outcome::Success)
+        }
+        Err(errors) => {
+            let (last, rest) = errors.split_last().expect("at least one error");
+            for e in rest {
+                eprintln!("collbench: {e}");
+            }
+            Err(Failure::BadInput(last.to_string()))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The resolved, validated run: which collectives, types, reductions, sizes and iterations, and
 //! where results go. Bad input dies here with the flag named and a fix; nothing touches a device.
 
+pub mod faults;
 pub mod size;
 
 use std::fmt;
@@ -13,7 +14,9 @@ use crate::cli::{BackendArg, PlacementArg, SweepArgs};
 use size::{format_size, sweep_sizes, Step};
 
 /// A collective operation the sweep can time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Collective {
     AllReduce,
@@ -30,7 +33,7 @@ impl Collective {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().replace('-', "_").as_str() {
             "all_reduce" | "allreduce" => Some(Collective::AllReduce),
             "all_to_all" | "alltoall" => Some(Collective::AllToAll),

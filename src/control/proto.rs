@@ -1,0 +1,368 @@
+//! The control protocol between ranks' agents and the controller: typed messages as JSON in
+//! length-prefixed frames (u32 big-endian), bounded in size; no command string ever crosses it.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::faults::{Fault, Target};
+
+/// The largest frame either side accepts; anything larger closes the connection.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Environment variables a rank reads to find its controller.
+pub const ENV_ADDR: &str = "COLLBENCH_CONTROLLER";
+pub const ENV_SECRET: &str = "COLLBENCH_SECRET";
+pub const ENV_SECRET_FILE: &str = "COLLBENCH_SECRET_FILE";
+
+/// How a problem was first noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// The rank's control connection closed without a goodbye: the process died.
+    ConnectionLost,
+    /// No heartbeat within the heartbeat timeout: the process is stopped or its host is gone.
+    MissedHeartbeat,
+    /// Heartbeats go on but no rank advances: a collective is stuck (network, peer).
+    ProgressStall,
+    /// The rank's own deadline on a blocking call passed.
+    WatchdogDeadline,
+    /// The correctness check found wrong values.
+    WrongData,
+    /// The rank left mid-run on purpose.
+    EarlyExit,
+    /// A per-iteration straggler: the rank's skew share stands out.
+    Straggler,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ConnectionLost => "connection_lost",
+            Mechanism::MissedHeartbeat => "missed_heartbeat",
+            Mechanism::ProgressStall => "progress_stall",
+            Mechanism::WatchdogDeadline => "watchdog_deadline",
+            Mechanism::WrongData => "wrong_data",
+            Mechanism::EarlyExit => "early_exit",
+            Mechanism::Straggler => "straggler",
+        }
+    }
+}
+
+/// Where a rank is in the sweep.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Calls finished so far; moves on every iteration.
+    pub ticks: u64,
+    pub activity: String,
+    pub op: Option<String>,
+    pub size: Option<u64>,
+    pub iteration: u64,
+}
+
+/// Who a rank is, sent first on every connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub secret: String,
+    pub rank: usize,
+    pub world_size: usize,
+    pub host: String,
+    pub local_rank: usize,
+    pub pid: u32,
+    pub device: Option<String>,
+    /// The kernel's boot id and the rank's pid namespace: equal to the controller's means the
+    /// controller can signal the rank's pid itself.
+    pub boot_id: String,
+    pub pid_ns: String,
+    /// The results folder rank 0 writes, so a standalone controller can add the fault timeline.
+    pub out_dir: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToController {
+    Hello(Hello),
+    Heartbeat {
+        progress: Progress,
+    },
+    /// Rank 0: the sweep's first measurement begins now.
+    SweepStarted {
+        unix_s: f64,
+    },
+    /// The rank noticed something itself.
+    Detected {
+        mechanism: Mechanism,
+        detail: String,
+        /// The rank to blame, when the rank that noticed knows it (e.g. all-to-all source).
+        culprit: Option<usize>,
+    },
+    /// A fault the agent applied or reverted (agent-side faults).
+    FaultApplied {
+        id: usize,
+        unix_s: f64,
+        revert: String,
+    },
+    FaultReverted {
+        id: usize,
+        unix_s: f64,
+    },
+    FaultFailed {
+        id: usize,
+        error: String,
+    },
+    /// The rank is done; nothing more follows.
+    Goodbye {
+        reason: String,
+    },
+}
+
+/// What an agent is told to do: typed values only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Sleep this long before each collective until reverted.
+    Slow { delay_ns: u64 },
+    /// Flip one element of the send buffer in the next checked iteration.
+    Corrupt,
+    /// Leave the run cleanly at the next call.
+    Exit,
+    /// SIGKILL itself (when the controller cannot signal the pid).
+    Kill,
+    /// SIGSTOP itself, with a detached timer process sending SIGCONT after `duration_ms`.
+    Hang { duration_ms: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToRank {
+    Welcome {
+        heartbeat_ms: u64,
+    },
+    /// Apply now.
+    Apply {
+        id: usize,
+        action: Action,
+    },
+    /// Apply when this rank reaches the point (op, size, iteration).
+    ArmAt {
+        id: usize,
+        op: String,
+        size: u64,
+        iteration: u64,
+        action: Action,
+    },
+    Revert {
+        id: usize,
+    },
+}
+
+/// A fault as the timeline records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultEvent {
+    pub id: usize,
+    pub kind: String,
+    pub target: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub start: serde_json::Value,
+    /// Seconds since the sweep started.
+    pub applied_at_s: Option<f64>,
+    pub reverted_at_s: Option<f64>,
+    pub revert: Option<String>,
+    pub ranks: Vec<usize>,
+    pub detected: Option<Detection>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub phases: Option<serde_json::Value>,
+}
+
+impl FaultEvent {
+    pub fn planned(f: &Fault) -> FaultEvent {
+        FaultEvent {
+            id: f.id,
+            kind: f.kind.name().to_string(),
+            target: f.target.to_string(),
+            params: f.params(),
+            start: match &f.start {
+                crate::plan::faults::Start::After(d) => {
+                    humantime::format_duration(*d).to_string().into()
+                }
+                crate::plan::faults::Start::At {
+                    op,
+                    size,
+                    iteration,
+                } => serde_json::json!({"op": op.name(), "size": size, "iteration": iteration}),
+            },
+            applied_at_s: None,
+            reverted_at_s: None,
+            revert: None,
+            ranks: match f.target {
+                Target::Rank(r) => vec![r],
+                _ => Vec::new(),
+            },
+            detected: None,
+            outcome: "not_applied".into(),
+            error: None,
+            phases: None,
+        }
+    }
+}
+
+/// The first detection that followed a fault.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub at_s: f64,
+    pub after_s: f64,
+    pub rank: Option<usize>,
+    pub host: Option<String>,
+    pub mechanism: Mechanism,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("control messages serialize");
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, FrameError> {
+    serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Blocking frame write (the agent side).
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode(msg))?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Blocking frame read (the agent side).
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    decode(&body)
+}
+
+/// Constant-time comparison of the presented secret with the run's.
+pub fn secret_matches(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// A fresh 256-bit secret, hex, from the kernel's random source.
+pub fn new_secret() -> io::Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Where a controller listens / an agent connects: `unix:PATH` or `HOST:PORT` (`tcp:` optional).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    Tcp(String),
+    Unix(std::path::PathBuf),
+}
+
+impl Addr {
+    pub fn parse(text: &str) -> Result<Addr, String> {
+        if let Some(p) = text.strip_prefix("unix:") {
+            if p.is_empty() {
+                return Err("unix: needs a socket path, e.g. unix:/tmp/collbench.sock".into());
+            }
+            return Ok(Addr::Unix(p.into()));
+        }
+        let t = text.strip_prefix("tcp:").unwrap_or(text);
+        match t.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(Addr::Tcp(t.into())),
+            _ => Err(format!(
+                "'{text}' is not HOST:PORT or unix:PATH (e.g. 127.0.0.1:7777)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Tcp(a) => write!(f, "{a}"),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// This kernel's boot id and this process's pid namespace, to tell whether pids are shared.
+pub fn host_identity() -> (String, String) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    (boot, ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_refuse_oversize() {
+        let msg = ToController::Heartbeat {
+            progress: Progress {
+                ticks: 3,
+                activity: "timed loop".into(),
+                op: Some("all_reduce".into()),
+                size: Some(8),
+                iteration: 2,
+            },
+        };
+        let bytes = encode(&msg);
+        let back: ToController = read_frame(&mut &bytes[..]).unwrap();
+        assert_eq!(back, msg);
+        let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        big.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_frame::<ToController>(&mut &big[..]),
+            Err(FrameError::TooLarge(_))
+        ));
+        let mut junk = 5u32.to_be_bytes().to_vec();
+        junk.extend_from_slice(b"nope!");
+        assert!(matches!(
+            read_frame::<ToController>(&mut &junk[..]),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn secrets_and_addresses() {
+        let s = new_secret().unwrap();
+        assert_eq!(s.len(), 64);
+        assert!(secret_matches(&s, &s.clone()));
+        assert!(!secret_matches("short", &s));
+        assert!(!secret_matches(&s[..63], &s));
+        assert_eq!(
+            Addr::parse("127.0.0.1:7777"),
+            Ok(Addr::Tcp("127.0.0.1:7777".into()))
+        );
+        assert_eq!(Addr::parse("unix:/tmp/x"), Ok(Addr::Unix("/tmp/x".into())));
+        assert!(Addr::parse("localhost").is_err());
+        assert!(Addr::parse("unix:").is_err());
+    }
+}
