@@ -28,7 +28,8 @@ pub const DELAY_HANDLE: &str = "cb02:";
 pub const HANDLE_MAJORS: RangeInclusive<u32> = 0xcb00..=0xcbff;
 /// tbf's latency bound: packets that would wait longer are dropped.
 pub const TBF_LATENCY: &str = "50ms";
-pub const NETEM_MISSING: &str = "delay needs the kernel's netem qdisc (sch_netem), which this kernel lacks; \
+pub const NETEM_MISSING: &str =
+    "delay needs the kernel's netem qdisc (sch_netem), which this kernel lacks; \
 use loss or rate, or run on a kernel with netem";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -714,10 +715,12 @@ pub fn apply_argv(fault: &Fault, at: &Where) -> Argv {
         Fault::Loss { percent, .. } => {
             let p = percent.hundredths().to_string();
             let scale = Percent::SCALE.to_string();
-            let drop = |dir: &str| {
-                words(&[
+            // nft bounds the comparison by the modulus, so 100% is a plain drop.
+            let drop = |dir: &str| match percent.hundredths() {
+                Percent::SCALE => words(&[dir, &quoted, "drop"]),
+                _ => words(&[
                     dir, &quoted, "numgen", "random", "mod", &scale, "<", &p, "drop",
-                ])
+                ]),
             };
             at.nft(nft_table(
                 &fault.table().unwrap_or_default(),
@@ -807,7 +810,9 @@ fn already_gone(fault: &Fault, stderr: &str) -> bool {
     let gone_here: &[&str] = match fault {
         Fault::Down { .. } => &[],
         Fault::Loss { .. } | Fault::Partition { .. } => &["No such file or directory"],
-        Fault::Rate { .. } | Fault::Delay { .. } => &["Invalid handle", "Cannot find specified qdisc"],
+        Fault::Rate { .. } | Fault::Delay { .. } => {
+            &["Invalid handle", "Cannot find specified qdisc"]
+        }
     };
     gone_everywhere
         .iter()
@@ -925,7 +930,11 @@ pub fn flap_schedule(
 ) -> Result<Vec<(Duration, LinkState)>, LinkError> {
     let show = |d: Duration| humantime::format_duration(d).to_string();
     if period < Duration::from_millis(20) {
-        return Err(invalid("flap period", &show(period), "must be at least 20ms"));
+        return Err(invalid(
+            "flap period",
+            &show(period),
+            "must be at least 20ms",
+        ));
     }
     if duration / 10_000 > period {
         return Err(invalid(
@@ -991,8 +1000,11 @@ pub fn heal_plan(at: &Where) -> Result<Vec<Argv>, LinkError> {
                 else {
                     continue;
                 };
-                let family_ok = matches!(family, "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev");
-                if name.starts_with(TABLE_PREFIX) && family_ok && check_name("table", name, 64).is_ok()
+                let family_ok =
+                    matches!(family, "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev");
+                if name.starts_with(TABLE_PREFIX)
+                    && family_ok
+                    && check_name("table", name, 64).is_ok()
                 {
                     plan.push(at.nft(["delete", "table", family, name]));
                 }
@@ -1078,7 +1090,14 @@ mod tests {
 
     #[test]
     fn interface_names() {
-        for ok in ["eth0", "enp1s0f0np0", "veth.1", "a", "br-1_x", "123456789012345"] {
+        for ok in [
+            "eth0",
+            "enp1s0f0np0",
+            "veth.1",
+            "a",
+            "br-1_x",
+            "123456789012345",
+        ] {
             IfaceName::parse(ok).unwrap();
         }
         for bad in [
@@ -1117,7 +1136,9 @@ mod tests {
         assert_eq!(Percent::parse(" 0.5 %").unwrap().hundredths(), 50);
         assert_eq!(Percent::parse("0.01%").unwrap().hundredths(), 1);
         assert_eq!(Percent::parse("100%").unwrap().hundredths(), 10000);
-        for bad in ["0%", "0", "100.01%", "101%", "-5%", "%", "abc", "1.234%", "1e2%", ".5%"] {
+        for bad in [
+            "0%", "0", "100.01%", "101%", "-5%", "%", "abc", "1.234%", "1e2%", ".5%",
+        ] {
             assert!(Percent::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(Percent::parse("0.5%").unwrap().to_string(), "0.5%");
@@ -1143,7 +1164,9 @@ mod tests {
         assert_eq!(BitRate::parse("64000bit").unwrap().bits_per_sec(), 64_000);
         assert_eq!(BitRate::parse("1500kbit").unwrap().to_string(), "1500kbit");
         assert_eq!(BitRate::parse("1000mbit").unwrap().to_string(), "1gbit");
-        for bad in ["100", "mbit", "100mbps", "10kbps", "1bit", "x1mbit", "-1mbit", "99tbit"] {
+        for bad in [
+            "100", "mbit", "100mbps", "10kbps", "1bit", "x1mbit", "-1mbit", "99tbit",
+        ] {
             assert!(BitRate::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(BitRate::parse("100mbps")
@@ -1163,7 +1186,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("did you mean 10.77.0.0/24"));
-        for bad in ["10.77.0", "10.77.0.256", "10.77.0.0/33", "host", "10.0.0.1/x"] {
+        for bad in [
+            "10.77.0",
+            "10.77.0.256",
+            "10.77.0.0/33",
+            "host",
+            "10.0.0.1/x",
+        ] {
             assert!(Ipv4Cidr::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -1194,6 +1223,18 @@ mod tests {
         assert_eq!(inns.program, "ip");
         assert_eq!(inns.args[..4], ["netns", "exec", "cb-h2", "nft"]);
         assert_eq!(inns.args[4..], a.args[..]);
+    }
+
+    #[test]
+    fn full_loss_is_a_plain_drop() {
+        let f = Fault::Loss {
+            iface: eth0(),
+            percent: Percent::parse("100%").unwrap(),
+            seed: None,
+        };
+        let s = apply_argv(&f, &Where::Local).args.join(" ");
+        assert!(s.ends_with("add rule inet collbench_loss_eth0 output oifname \"eth0\" drop comment \"collbench\""), "{s}");
+        assert!(!s.contains("numgen"), "{s}");
     }
 
     #[test]
@@ -1252,7 +1293,9 @@ mod tests {
             rate: BitRate::parse("1gbit").unwrap(),
             burst: None,
         };
-        assert!(apply_argv(&fast, &at).to_string().contains("burst 1250000 "));
+        assert!(apply_argv(&fast, &at)
+            .to_string()
+            .contains("burst 1250000 "));
 
         let delay = Fault::Delay {
             iface: eth0(),
