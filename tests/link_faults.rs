@@ -57,7 +57,6 @@ fn expect_ok(o: &Output, what: &str) -> String {
 /// A virtual cluster that is torn down when dropped, also when the test panics.
 struct Cluster {
     prefix: String,
-    hosts: usize,
 }
 
 impl Cluster {
@@ -66,7 +65,7 @@ impl Cluster {
         // A cluster left by an earlier process with the same id would block this one.
         run(Command::new(vcluster()).args(["down", "--prefix", &prefix]));
         let o = run(Command::new(vcluster()).args(["up", &hosts.to_string(), "--prefix", &prefix]));
-        let c = Cluster { prefix, hosts };
+        let c = Cluster { prefix };
         expect_ok(&o, "vcluster up");
         c
     }

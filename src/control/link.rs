@@ -1059,17 +1059,24 @@ pub fn netns_list() -> Result<Vec<NetnsName>, LinkError> {
         .collect())
 }
 
+/// What heal did in one place.
+#[derive(Debug)]
+pub struct Healed {
+    pub at: Where,
+    pub result: Result<Vec<Argv>, LinkError>,
+}
+
 /// This namespace and every named one; a namespace deleted while heal walks is skipped.
-pub fn heal_all() -> Result<Vec<(Where, Result<Vec<Argv>, LinkError>)>, LinkError> {
+pub fn heal_all() -> Result<Vec<Healed>, LinkError> {
     let mut places = vec![Where::Local];
     places.extend(netns_list()?.into_iter().map(Where::Netns));
     Ok(places
         .into_iter()
-        .map(|w| {
-            let r = heal(&w);
-            (w, r)
+        .map(|at| Healed {
+            result: heal(&at),
+            at,
         })
-        .filter(|(w, r)| match (w, r) {
+        .filter(|h| match (&h.at, &h.result) {
             (Where::Netns(ns), Err(_)) => ns.exists(),
             _ => true,
         })
