@@ -715,10 +715,12 @@ pub fn apply_argv(fault: &Fault, at: &Where) -> Argv {
         Fault::Loss { percent, .. } => {
             let p = percent.hundredths().to_string();
             let scale = Percent::SCALE.to_string();
-            let drop = |dir: &str| {
-                words(&[
+            // nft bounds the comparison by the modulus, so 100% is a plain drop.
+            let drop = |dir: &str| match percent.hundredths() {
+                Percent::SCALE => words(&[dir, &quoted, "drop"]),
+                _ => words(&[
                     dir, &quoted, "numgen", "random", "mod", &scale, "<", &p, "drop",
-                ])
+                ]),
             };
             at.nft(nft_table(
                 &fault.table().unwrap_or_default(),
@@ -1057,17 +1059,24 @@ pub fn netns_list() -> Result<Vec<NetnsName>, LinkError> {
         .collect())
 }
 
+/// What heal did in one place.
+#[derive(Debug)]
+pub struct Healed {
+    pub at: Where,
+    pub result: Result<Vec<Argv>, LinkError>,
+}
+
 /// This namespace and every named one; a namespace deleted while heal walks is skipped.
-pub fn heal_all() -> Result<Vec<(Where, Result<Vec<Argv>, LinkError>)>, LinkError> {
+pub fn heal_all() -> Result<Vec<Healed>, LinkError> {
     let mut places = vec![Where::Local];
     places.extend(netns_list()?.into_iter().map(Where::Netns));
     Ok(places
         .into_iter()
-        .map(|w| {
-            let r = heal(&w);
-            (w, r)
+        .map(|at| Healed {
+            result: heal(&at),
+            at,
         })
-        .filter(|(w, r)| match (w, r) {
+        .filter(|h| match (&h.at, &h.result) {
             (Where::Netns(ns), Err(_)) => ns.exists(),
             _ => true,
         })
@@ -1221,6 +1230,18 @@ mod tests {
         assert_eq!(inns.program, "ip");
         assert_eq!(inns.args[..4], ["netns", "exec", "cb-h2", "nft"]);
         assert_eq!(inns.args[4..], a.args[..]);
+    }
+
+    #[test]
+    fn full_loss_is_a_plain_drop() {
+        let f = Fault::Loss {
+            iface: eth0(),
+            percent: Percent::parse("100%").unwrap(),
+            seed: None,
+        };
+        let s = apply_argv(&f, &Where::Local).args.join(" ");
+        assert!(s.ends_with("add rule inet collbench_loss_eth0 output oifname \"eth0\" drop comment \"collbench\""), "{s}");
+        assert!(!s.contains("numgen"), "{s}");
     }
 
     #[test]

@@ -1,0 +1,610 @@
+//! Link faults on a real virtual cluster (scripts/vcluster: network namespaces, veths, a bridge):
+//! each fault applied, its effect observed with real traffic, reverted, and healed. Needs root.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use collbench::control::link::{
+    self, BitRate, Fault, IfaceName, Ipv4Cidr, LinkError, NetnsName, Percent, Reverted, Where,
+};
+
+fn vcluster() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("SKIP: this test needs root (network namespaces); CI runs it as root");
+            return;
+        }
+    };
+}
+
+/// A unique prefix per test process and test: t + pid + counter, at most 8 characters.
+fn unique_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut id = std::process::id() as u64 * 36 + n as u64 % 36;
+    let mut s = String::new();
+    while id > 0 {
+        s.insert(0, char::from_digit((id % 36) as u32, 36).unwrap());
+        id /= 36;
+    }
+    format!("t{}", &s[s.len().saturating_sub(7)..])
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("start command")
+}
+
+fn expect_ok(o: &Output, what: &str) -> String {
+    let (out, err) = common::text(o);
+    assert!(o.status.success(), "{what} failed:\n{out}\n{err}");
+    out
+}
+
+/// A virtual cluster that is torn down when dropped, also when the test panics.
+struct Cluster {
+    prefix: String,
+}
+
+impl Cluster {
+    fn up(hosts: usize) -> Cluster {
+        let prefix = unique_prefix();
+        // A cluster left by an earlier process with the same id would block this one.
+        run(Command::new(vcluster()).args(["down", "--prefix", &prefix]));
+        let o = run(Command::new(vcluster()).args(["up", &hosts.to_string(), "--prefix", &prefix]));
+        let c = Cluster { prefix };
+        expect_ok(&o, "vcluster up");
+        c
+    }
+
+    fn host(&self, i: usize) -> String {
+        format!("{}-h{i}", self.prefix)
+    }
+
+    fn at(&self, i: usize) -> Where {
+        Where::Netns(NetnsName::parse(&self.host(i)).unwrap())
+    }
+
+    fn addr(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, 0, i as u8)
+    }
+
+    /// `vcluster SUB --prefix P ARGS...`: the prefix goes before what the subcommand passes on.
+    fn vcluster(&self, args: &[&str]) -> Output {
+        run(Command::new(vcluster())
+            .arg(args[0])
+            .args(["--prefix", &self.prefix])
+            .args(&args[1..]))
+    }
+
+    /// `ping -c count -i interval -s size` from host `from` to `to`; an unreachable network
+    /// (no route while the link is down) counts as nothing received.
+    fn ping(&self, from: usize, to: Ipv4Addr, count: u32, interval: &str, size: u32) -> Ping {
+        let o = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.host(from),
+            "ping",
+            "-q",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-s",
+            &size.to_string(),
+            "-W",
+            "1",
+            &to.to_string(),
+        ]));
+        let (out, err) = common::text(&o);
+        if err.contains("Network is unreachable") {
+            return Ping::default();
+        }
+        let line = out
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary:\n{out}\n{err}"));
+        let num = |key: &str| -> f64 {
+            let before = line.split(key).next().unwrap();
+            before
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .rfind(|w| !w.is_empty())
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("cannot read '{key}' in {line}"))
+        };
+        let time_ms = line
+            .split("time ")
+            .nth(1)
+            .and_then(|t| t.trim_end_matches("ms").parse().ok())
+            .unwrap_or_else(|| panic!("no time in {line}"));
+        let avg_rtt_ms = out
+            .lines()
+            .find_map(|l| l.strip_prefix("rtt min/avg/max/mdev = "))
+            .and_then(|v| v.split('/').nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        Ping {
+            sent: num(" packets transmitted") as u32,
+            received: num(" received") as u32,
+            time_ms,
+            avg_rtt_ms,
+        }
+    }
+
+    fn reaches(&self, from: usize, to: Ipv4Addr) -> bool {
+        self.ping(from, to, 1, "1", 56).received == 1
+    }
+
+    /// Reachability comes back within a few seconds (carrier and ARP after a link comes up).
+    fn reaches_soon(&self, from: usize, to: Ipv4Addr) -> bool {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(8) {
+            if self.reaches(from, to) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn assert_clean(&self, i: usize) {
+        let left = link::heal_plan(&self.at(i)).expect("heal plan");
+        assert!(
+            left.is_empty(),
+            "left on {}: {:?}",
+            self.host(i),
+            left.iter().map(ToString::to_string).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ping {
+    sent: u32,
+    received: u32,
+    time_ms: f64,
+    avg_rtt_ms: f64,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let o = self.vcluster(&["down"]);
+        if !o.status.success() {
+            eprintln!("vcluster down failed: {}", common::text(&o).1);
+        }
+    }
+}
+
+fn eth0() -> IfaceName {
+    IfaceName::parse("eth0").unwrap()
+}
+
+fn tc_show(c: &Cluster, i: usize) -> String {
+    let o = run(Command::new("tc").args(["-n", &c.host(i), "qdisc", "show", "dev", "eth0"]));
+    expect_ok(&o, "tc qdisc show")
+}
+
+#[test]
+fn down_cuts_the_link_and_revert_restores_it() {
+    need_root!();
+    let c = Cluster::up(2);
+    assert!(c.reaches_soon(1, c.addr(2)), "cluster not connected");
+    let f = Fault::Down { iface: eth0() };
+    let lease = link::apply(&f, &c.at(1)).expect("apply down");
+    assert!(!c.reaches(1, c.addr(2)), "ping crossed a downed link");
+    assert!(!c.reaches(2, c.addr(1)), "ping reached a downed host");
+    let plan = link::heal_plan(&c.at(1)).unwrap();
+    assert_eq!(
+        plan,
+        vec![lease.revert.clone()],
+        "heal sees the downed link by its alias"
+    );
+
+    assert_eq!(link::revert(&lease).unwrap(), Reverted::Done);
+    assert!(c.reaches_soon(1, c.addr(2)), "link still cut after revert");
+    c.assert_clean(1);
+}
+
+#[test]
+fn loss_drops_some_packets_not_all() {
+    need_root!();
+    let c = Cluster::up(2);
+    assert!(c.reaches_soon(1, c.addr(2)));
+    let p = c.ping(1, c.addr(2), 40, "0.05", 56);
+    assert_eq!((p.sent, p.received), (40, 40), "loss before any fault");
+
+    let f = Fault::Loss {
+        iface: eth0(),
+        percent: Percent::parse("50%").unwrap(),
+        seed: None,
+    };
+    let lease = link::apply(&f, &c.at(1)).expect("apply loss");
+    // 50% each way: a reply comes back for 1 in 4; 0 or 40 of 40 has odds below 1e-4.
+    let p = c.ping(1, c.addr(2), 40, "0.05", 56);
+    assert_eq!(p.sent, 40);
+    let got = p.received;
+    assert!(
+        got > 0 && got < 40,
+        "50% loss let {got} of 40 replies through"
+    );
+    let rules = run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &c.host(1),
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "collbench_loss_eth0",
+    ]));
+    let rules = expect_ok(&rules, "nft list table");
+    assert_eq!(rules.matches("comment \"collbench\"").count(), 2, "{rules}");
+
+    // The same fault twice is refused by nftables, and the error names the command.
+    match link::apply(&f, &c.at(1)) {
+        Err(LinkError::Failed { argv, stderr, .. }) => {
+            assert!(
+                argv.contains("nft create table inet collbench_loss_eth0"),
+                "{argv}"
+            );
+            assert!(stderr.contains("File exists"), "{stderr}");
+        }
+        other => panic!("second loss on eth0: {other:?}"),
+    }
+
+    assert_eq!(link::revert(&lease).unwrap(), Reverted::Done);
+    let p = c.ping(1, c.addr(2), 40, "0.05", 56);
+    assert_eq!(p.received, 40, "loss after revert");
+    c.assert_clean(1);
+    assert_eq!(link::revert(&lease).unwrap(), Reverted::AlreadyGone);
+}
+
+#[test]
+fn rate_limit_throttles_a_burst() {
+    need_root!();
+    let c = Cluster::up(2);
+    assert!(c.reaches_soon(1, c.addr(2)));
+    // 60 echo requests of 1428 bytes on the wire = 685 kbit, offered in 0.12 s. ping's socket
+    // blocks on a full qdisc, so the limit shows as time, not loss.
+    let burst = || c.ping(1, c.addr(2), 60, "0.002", 1400);
+    let before = burst();
+    assert_eq!(before.received, 60, "an unlimited link dropped a burst");
+
+    let f = Fault::Rate {
+        iface: eth0(),
+        rate: BitRate::parse("1mbit").unwrap(),
+        burst: None,
+    };
+    let lease = link::apply(&f, &c.at(1)).expect("apply rate");
+    let shown = tc_show(&c, 1);
+    assert!(
+        shown.contains("tbf cb01: root") && shown.contains("rate 1Mbit"),
+        "{shown}"
+    );
+    let during = burst();
+    // 685 kbit less 32 kbit of burst at 1 Mbit/s takes at least 650 ms.
+    let mbit_s = 60.0 * 1428.0 * 8.0 / (during.time_ms * 1000.0);
+    assert!(
+        during.time_ms >= 550.0 && mbit_s < 1.3,
+        "1mbit sent 685 kbit in {} ms ({mbit_s:.2} Mbit/s)",
+        during.time_ms
+    );
+    assert!(
+        during.avg_rtt_ms > 5.0,
+        "no queueing under 1mbit: {during:?}"
+    );
+
+    assert_eq!(link::revert(&lease).unwrap(), Reverted::Done);
+    assert!(!tc_show(&c, 1).contains("tbf"));
+    let after = burst();
+    assert_eq!(after.received, 60);
+    assert!(
+        after.time_ms < during.time_ms / 2.0,
+        "still slow after revert: {after:?} vs {during:?}"
+    );
+    c.assert_clean(1);
+}
+
+#[test]
+fn partition_cuts_one_peer_only() {
+    need_root!();
+    let c = Cluster::up(3);
+    assert!(c.reaches_soon(1, c.addr(2)) && c.reaches_soon(1, c.addr(3)));
+    let f = Fault::Partition {
+        iface: eth0(),
+        peers: vec![Ipv4Cidr::from(c.addr(2))],
+    };
+    let lease = link::apply(&f, &c.at(1)).expect("apply partition");
+    assert!(!c.reaches(1, c.addr(2)), "h1 reached its partitioned peer");
+    assert!(!c.reaches(2, c.addr(1)), "the partitioned peer reached h1");
+    assert!(
+        c.reaches(1, c.addr(3)),
+        "partition cut a peer it does not name"
+    );
+    assert!(c.reaches(1, Ipv4Addr::LOCALHOST), "partition cut loopback");
+    assert!(
+        c.reaches(1, c.addr(1)),
+        "partition cut the host's own address"
+    );
+
+    assert_eq!(link::revert(&lease).unwrap(), Reverted::Done);
+    assert!(c.reaches_soon(1, c.addr(2)));
+    c.assert_clean(1);
+}
+
+#[test]
+fn delay_is_refused_without_netem_and_applied_with_it() {
+    need_root!();
+    let c = Cluster::up(2);
+    let f = Fault::Delay {
+        iface: eth0(),
+        delay: Duration::from_millis(100),
+        jitter: None,
+    };
+    if link::netem_available().expect("netem probe") {
+        let lease = link::apply(&f, &c.at(1)).expect("apply delay");
+        assert!(tc_show(&c, 1).contains("netem cb02:"));
+        let o = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &c.host(1),
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &c.addr(2).to_string(),
+        ]));
+        let out = expect_ok(&o, "ping");
+        let ms: f64 = out
+            .split("time=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("ping time");
+        assert!(ms >= 100.0, "rtt {ms} ms under a 100 ms delay");
+        assert_eq!(link::revert(&lease).unwrap(), Reverted::Done);
+    } else {
+        let e = link::apply(&f, &c.at(1)).unwrap_err();
+        assert_eq!(e, LinkError::Unsupported(link::NETEM_MISSING.to_string()));
+        assert!(!tc_show(&c, 1).contains("netem"));
+    }
+    c.assert_clean(1);
+}
+
+#[test]
+fn interfaces_and_namespaces_must_exist() {
+    need_root!();
+    let c = Cluster::up(1);
+    let f = Fault::Down {
+        iface: IfaceName::parse("eth9").unwrap(),
+    };
+    match link::apply(&f, &c.at(1)) {
+        Err(LinkError::NoSuchInterface { iface, at, list }) => {
+            assert_eq!(iface, "eth9");
+            assert!(at.contains(&c.host(1)));
+            assert_eq!(list, format!("ip -n {} -br link show", c.host(1)));
+        }
+        other => panic!("downing eth9: {other:?}"),
+    }
+    let gone = Where::Netns(NetnsName::parse(&format!("{}-h9", c.prefix)).unwrap());
+    let e = link::apply(&Fault::Down { iface: eth0() }, &gone).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    c.assert_clean(1);
+}
+
+#[test]
+fn heal_removes_forgotten_faults() {
+    need_root!();
+    let c = Cluster::up(3);
+    assert!(c.reaches_soon(1, c.addr(2)));
+    let percent = Percent::parse("100%").unwrap();
+    let rate = BitRate::parse("1mbit").unwrap();
+    let faults = [
+        Fault::Loss {
+            iface: eth0(),
+            percent,
+            seed: None,
+        },
+        Fault::Rate {
+            iface: eth0(),
+            rate,
+            burst: None,
+        },
+        Fault::Partition {
+            iface: eth0(),
+            peers: vec![c.addr(3).into()],
+        },
+        Fault::Down { iface: eth0() },
+    ];
+    for f in &faults {
+        // Leases dropped on the floor: only heal can find these now.
+        link::apply(f, &c.at(1)).unwrap_or_else(|e| panic!("apply {f}: {e}"));
+    }
+    link::apply(&faults[0], &c.at(2)).expect("loss on h2");
+    assert!(!c.reaches(2, c.addr(3)));
+
+    let exe = common::exe();
+    let dry = run(Command::new(exe).args(["heal", "--netns", &c.host(1), "--dry-run"]));
+    let (out, _) = common::text(&dry);
+    assert_eq!(dry.status.code(), Some(1), "{out}");
+    assert_eq!(out.matches("would run: ").count(), 4, "{out}");
+    assert_eq!(
+        link::heal_plan(&c.at(1)).unwrap().len(),
+        4,
+        "dry run changed something"
+    );
+
+    let healed = run(Command::new(exe).args(["heal", "--netns", &c.host(1)]));
+    let out = expect_ok(&healed, "collbench heal");
+    for expected in [
+        format!(
+            "+ ip netns exec {} nft delete table inet collbench_loss_eth0",
+            c.host(1)
+        ),
+        format!(
+            "+ ip netns exec {} nft delete table inet collbench_part_eth0",
+            c.host(1)
+        ),
+        format!("+ tc -n {} qdisc del dev eth0 root handle cb01:", c.host(1)),
+        format!("+ ip -n {} link set dev eth0 up alias ''", c.host(1)),
+    ] {
+        assert!(out.contains(&expected), "missing '{expected}' in:\n{out}");
+    }
+    c.assert_clean(1);
+    assert!(c.reaches_soon(1, c.addr(3)), "h1 still cut off after heal");
+    assert!(!c.reaches(2, c.addr(3)), "healing h1 touched h2");
+
+    let again = run(Command::new(exe).args(["heal", "--netns", &c.host(1)]));
+    let out = expect_ok(&again, "second heal");
+    assert!(out.contains("nothing collbench left"), "{out}");
+
+    let ran = link::heal(&c.at(2)).expect("heal h2");
+    assert_eq!(ran.len(), 1);
+    assert!(c.reaches_soon(2, c.addr(3)));
+    c.assert_clean(2);
+}
+
+fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{prefix}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn mpirun_across(hosts: usize) {
+    let c = Cluster::up(hosts);
+    let (_tmp, out) = common::fresh_out();
+    let np = hosts.to_string();
+    let o = c.vcluster(&[
+        "mpirun",
+        "-np",
+        &np,
+        "--map-by",
+        "node",
+        common::exe(),
+        "bench",
+        "-b",
+        "8",
+        "-e",
+        "1K",
+        "-n",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    expect_ok(&o, "vcluster mpirun collbench bench");
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    let mut names: Vec<String> = doc["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["hostname"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    let expected: Vec<String> = (1..=hosts).map(|i| c.host(i)).collect();
+    assert_eq!(names, expected, "one rank per namespace host");
+
+    // A process left running in a host must not survive down.
+    let mut sleeper = Command::new(vcluster())
+        .args([
+            "exec",
+            "--prefix",
+            &c.prefix,
+            &c.host(hosts),
+            "sleep",
+            "300",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start sleep in a host");
+    let t0 = Instant::now();
+    while run(Command::new("ip").args(["netns", "pids", &c.host(hosts)]))
+        .stdout
+        .is_empty()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5), "sleep never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let prefix = c.prefix.clone();
+    let down = c.vcluster(&["down"]);
+    expect_ok(&down, "vcluster down");
+    let status = sleeper.wait().expect("wait for sleep");
+    assert!(
+        !status.success(),
+        "the sleeper finished on its own: {status}"
+    );
+    assert_eq!(netns_with_prefix(&prefix), Vec::<String>::new());
+    assert!(!Path::new("/run/collbench/vcluster").join(&prefix).exists());
+    assert!(!Path::new("/etc/netns")
+        .join(format!("{prefix}-h1"))
+        .exists());
+    let links = run(Command::new("ip").args(["-o", "link", "show"]));
+    assert!(!String::from_utf8_lossy(&links.stdout).contains(&prefix));
+    // down is idempotent, and the guard's own down finds nothing.
+    expect_ok(&c.vcluster(&["down"]), "second vcluster down");
+}
+
+#[test]
+fn vcluster_runs_mpi_across_two_hosts_and_leaves_nothing() {
+    need_root!();
+    mpirun_across(2);
+}
+
+#[test]
+fn vcluster_runs_mpi_across_four_hosts_and_leaves_nothing() {
+    need_root!();
+    mpirun_across(4);
+}
+
+#[test]
+fn vcluster_up_failing_halfway_leaves_nothing() {
+    need_root!();
+    let prefix = unique_prefix();
+    // A file where up wants host 2's /etc/netns folder makes up fail after host 1 exists.
+    std::fs::create_dir_all("/etc/netns").unwrap();
+    let blocker = Path::new("/etc/netns").join(format!("{prefix}-h2"));
+    std::fs::write(&blocker, "").unwrap();
+    let o = run(Command::new(vcluster()).args(["up", "3", "--prefix", &prefix]));
+    let _ = std::fs::remove_file(&blocker);
+    let (_, err) = common::text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("removing what it made"), "{err}");
+    assert_eq!(netns_with_prefix(&prefix), Vec::<String>::new());
+    assert!(!Path::new("/run/collbench/vcluster").join(&prefix).exists());
+}
+
+#[test]
+fn vcluster_refuses_bad_input() {
+    for (args, needle) in [
+        (vec!["up", "0"], "number of hosts"),
+        (vec!["up", "2", "--prefix", "Bad-Prefix"], "--prefix"),
+        (vec!["up", "2", "--subnet", "10.77"], "--subnet"),
+        (vec!["frobnicate"], "unknown subcommand"),
+        (vec!["down", "extra"], "unexpected"),
+    ] {
+        let o = run(Command::new(vcluster()).args(&args));
+        let (_, err) = common::text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
