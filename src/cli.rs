@@ -130,6 +130,10 @@ pub struct SweepArgs {
     /// Collective library.
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// GPU (CUDA ordinal) for every rank on a host [default: the rank's local rank, wrapping when
+    /// ranks outnumber GPUs]; nccl backend only.
+    #[arg(long, value_name = "N")]
+    pub gpu: Option<u32>,
     /// Deadline for every blocking call, e.g. 30s or 5m (0 disables the watchdog).
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     pub timeout: String,
@@ -151,9 +155,12 @@ pub enum PlacementArg {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendArg {
-    /// MPI on host memory (the only backend in this build, so auto picks it).
+    /// NCCL when this host has a GPU and libnccl.so.2 loads, else MPI (run.json says why).
     Auto,
+    /// MPI collectives on host memory.
     Mpi,
+    /// NCCL collectives on GPU memory (libnccl.so.2 and libcuda.so.1 loaded at run time).
+    Nccl,
 }
 
 impl SweepArgs {
@@ -191,6 +198,9 @@ impl SweepArgs {
             "--timeout".to_string(),
             self.timeout.clone(),
         ]);
+        if let Some(g) = self.gpu {
+            v.extend(["--gpu".to_string(), g.to_string()]);
+        }
         if let Some(out) = &self.out {
             v.extend(["--out".to_string(), out.display().to_string()]);
         }
@@ -239,7 +249,9 @@ mod tests {
             "--placement",
             "in",
             "--backend",
-            "mpi",
+            "nccl",
+            "--gpu",
+            "1",
             "--timeout",
             "5s",
             "--out",

@@ -14,13 +14,15 @@ pub mod report;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use backend::mpi::MpiBackend;
+use backend::nccl::NcclBackend;
 use backend::Backend;
 use bootstrap::{LauncherEnv, MpiWorld, RankInfo};
-use cli::{BenchArgs, Command, LocalArgs};
-use plan::{LaunchFacts, Plan};
+use cli::{BackendArg, BenchArgs, Command, LocalArgs};
+use plan::{BackendKind, LaunchFacts, Plan};
 use report::{Exporter, RunDoc, RunStatus};
 
 /// Exit codes, stable and documented in the README.
@@ -131,19 +133,74 @@ fn default_results_dir() -> PathBuf {
     dir
 }
 
+/// What `--backend` found on this host before anything starts.
+struct BackendChoice {
+    arg: BackendArg,
+    /// The GPU/NCCL probe, for `auto` and `nccl`.
+    probe: Option<Result<(), String>>,
+}
+
+impl BackendChoice {
+    fn probe(arg: BackendArg) -> BackendChoice {
+        let probe = (arg != BackendArg::Mpi).then(|| bootstrap::gpu::probe().map(|_| ()));
+        BackendChoice { arg, probe }
+    }
+
+    fn auto_kind(&self) -> BackendKind {
+        match self.probe {
+            Some(Ok(())) => BackendKind::Nccl,
+            _ => BackendKind::Mpi,
+        }
+    }
+
+    /// The run.json note saying what `auto` chose and why.
+    fn note(&self) -> Option<String> {
+        match (&self.arg, &self.probe) {
+            (BackendArg::Auto, Some(Ok(()))) => {
+                Some("--backend auto chose NCCL: a GPU and libnccl.so.2 were found".into())
+            }
+            (BackendArg::Auto, Some(Err(e))) => Some(format!("--backend auto chose MPI: {e}")),
+            _ => None,
+        }
+    }
+
+    fn facts(&self, ranks_on_host: u64) -> LaunchFacts {
+        LaunchFacts {
+            ranks_on_host,
+            mem_available: bootstrap::mem_available(),
+            auto_backend: self.auto_kind(),
+        }
+    }
+
+    /// Resolves the plan; a refusal under `auto` says which backend auto picked and why.
+    fn resolve(&self, args: &cli::SweepArgs, facts: LaunchFacts) -> Result<Plan, Failure> {
+        let plan = Plan::resolve(args, facts).map_err(|e| match self.note() {
+            Some(n) if self.auto_kind() == BackendKind::Mpi => {
+                Failure::BadInput(format!("{e} ({n})"))
+            }
+            _ => Failure::BadInput(e.to_string()),
+        })?;
+        if let (BackendKind::Nccl, Some(Err(e))) = (plan.backend, &self.probe) {
+            return Err(Failure::CouldNotRun(format!(
+                "--backend nccl on {}: {e}",
+                bootstrap::hostname()
+            )));
+        }
+        Ok(plan)
+    }
+}
+
 fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     let env = LauncherEnv::from_env();
-    let facts = LaunchFacts {
-        ranks_on_host: env.local_size.unwrap_or(1) as u64,
-        mem_available: bootstrap::mem_available(),
-    };
-    let plan = Plan::resolve(&args.sweep, facts).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let choice = BackendChoice::probe(args.sweep.backend);
+    let facts = choice.facts(env.local_size.unwrap_or(1) as u64);
+    let plan = choice.resolve(&args.sweep, facts)?;
     if let Some(f) = plan.out_dir.as_deref().and_then(results_folder_taken) {
         return Err(f);
     }
     let world =
         MpiWorld::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
-    let result = bench_in_world(&plan, &world, env);
+    let result = bench_in_world(&plan, &world, env, &choice);
     drop(world);
     result
 }
@@ -152,8 +209,64 @@ fn could_not_run(e: impl std::fmt::Display) -> Failure {
     Failure::CouldNotRun(e.to_string())
 }
 
-fn bench_in_world(plan: &Plan, world: &MpiWorld, env: LauncherEnv) -> Result<Outcome, Failure> {
+/// Every rank must have resolved `auto` the same way, or the collectives would not match.
+fn agree_on_backend(world: &MpiWorld, plan: &Plan) -> Result<(), Failure> {
+    let nccl = (plan.backend == BackendKind::Nccl) as u64;
+    let total = ffi::mpi::allreduce_sum_u64(world.comm(), nccl).map_err(could_not_run)?;
+    if total != 0 && total != world.size as u64 {
+        return Err(Failure::CouldNotRun(format!(
+            "--backend auto: {total} of {} ranks found a GPU and NCCL, the others did not (this rank: {});              fix the hosts without them or pass --backend mpi",
+            world.size,
+            plan.backend_name()
+        )));
+    }
+    Ok(())
+}
+
+/// GPU choice, NCCL unique id and communicator for this rank, agreed on by every rank.
+fn start_nccl(
+    plan: &Plan,
+    world: &MpiWorld,
+    watchdog: &runner::watchdog::Watchdog,
+    max_iters: u32,
+    info: &mut RankInfo,
+    notes: &mut Vec<String>,
+) -> Result<NcclBackend, Failure> {
+    let setup = bootstrap::gpu::setup(world, plan.gpu).map_err(could_not_run)?;
+    info.gpu = Some(setup.seat.gpu);
+    info.pci_bus_id = Some(setup.seat.pci_bus_id.clone());
+    info.gpu_name = Some(setup.seat.name.clone());
+    notes.extend(setup.sharing.note.clone());
+    let spec = backend::nccl::CommSpec {
+        rank: world.rank,
+        nranks: world.size,
+        unique_id: &setup.unique_id,
+        mpi: world.comm(),
+    };
+    let made = NcclBackend::new(
+        setup.nccl,
+        setup.ctx,
+        spec,
+        plan.sweep.max_bytes,
+        max_iters,
+        plan.sweep.timeout,
+        Some(watchdog.progress()),
+    );
+    let mine = made.as_ref().map(|_| ()).map_err(Clone::clone);
+    bootstrap::gpu::agree(world, mine).map_err(could_not_run)?;
+    made.map_err(could_not_run)
+}
+
+fn bench_in_world(
+    plan: &Plan,
+    world: &MpiWorld,
+    env: LauncherEnv,
+    choice: &BackendChoice,
+) -> Result<Outcome, Failure> {
     let comm = world.comm();
+    if choice.arg == BackendArg::Auto {
+        agree_on_backend(world, plan)?;
+    }
     // Rank 0 makes the results folder; everyone learns whether that worked.
     let mut out_dir = PathBuf::new();
     let mut mkdir_error = None;
@@ -179,25 +292,43 @@ fn bench_in_world(plan: &Plan, world: &MpiWorld, env: LauncherEnv) -> Result<Out
         .iterations
         .max(plan.sweep.warmup)
         .max(plan.sweep.check_iterations);
-    let mut backend = MpiBackend::new(comm, plan.sweep.max_bytes, max_iters);
-
-    let info = serde_json::to_vec(&world.info()).map_err(could_not_run)?;
-    let infos = ffi::mpi::gather_bytes(comm, 0, &info).map_err(could_not_run)?;
-
+    // The watchdog aborts the NCCL communicator (once there is one) before ending the rank.
+    let abort: Arc<Mutex<Option<ffi::nccl::AbortHandle>>> = Arc::default();
     let watchdog = runner::watchdog::Watchdog::start(
         world.rank,
         plan.sweep.timeout,
-        Box::new(|msg| {
-            eprintln!("collbench: {msg}; aborting this rank");
-            // SAFETY: ends the process at once; the launcher tears down the other ranks.
-            unsafe { libc::_exit(exit::COULD_NOT_RUN as i32) }
+        Box::new({
+            let abort = abort.clone();
+            move |msg| {
+                eprintln!("collbench: {msg}; aborting this rank");
+                if let Some(h) = abort.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    h.abort();
+                }
+                // SAFETY: ends the process at once; the launcher tears down the other ranks.
+                unsafe { libc::_exit(exit::COULD_NOT_RUN as i32) }
+            }
         }),
     );
 
+    let mut notes: Vec<String> = choice.note().into_iter().collect();
+    let mut info = world.info();
+    let mut backend: Box<dyn Backend> = match plan.backend {
+        BackendKind::Mpi => Box::new(MpiBackend::new(comm, plan.sweep.max_bytes, max_iters)),
+        BackendKind::Nccl => {
+            let b = start_nccl(plan, world, &watchdog, max_iters, &mut info, &mut notes)?;
+            *abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.abort_handle());
+            Box::new(b)
+        }
+    };
+
+    let info = serde_json::to_vec(&info).map_err(could_not_run)?;
+    let infos = ffi::mpi::gather_bytes(comm, 0, &info).map_err(could_not_run)?;
+
     let Some(infos) = infos else {
         // Not rank 0: measure and hand results to rank 0.
-        let outcome = runner::run_sweep(&plan.sweep, &mut backend, world, &watchdog, |_| Ok(()))
-            .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
+        let outcome =
+            runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |_| Ok(()))
+                .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
         return Ok(verdict(outcome.wrong_total, None));
     };
 
@@ -206,7 +337,7 @@ fn bench_in_world(plan: &Plan, world: &MpiWorld, env: LauncherEnv) -> Result<Out
         .map(|b| serde_json::from_slice(b))
         .collect::<Result<_, _>>()
         .map_err(could_not_run)?;
-    let mut doc = new_run_doc(plan, world, env, &backend, ranks);
+    let mut doc = new_run_doc(plan, world, env, backend.as_ref(), ranks, notes);
     let start_unix_s = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -228,7 +359,7 @@ fn bench_in_world(plan: &Plan, world: &MpiWorld, env: LauncherEnv) -> Result<Out
             .map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
     }
 
-    let result = runner::run_sweep(&plan.sweep, &mut backend, world, &watchdog, |records| {
+    let result = runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |records| {
         doc.results.extend(records.iter().cloned());
         doc.refresh_summary();
         for e in &mut exporters {
@@ -282,8 +413,9 @@ fn new_run_doc(
     plan: &Plan,
     world: &MpiWorld,
     env: LauncherEnv,
-    backend: &impl Backend,
+    backend: &dyn Backend,
     ranks: Vec<RankInfo>,
+    mut notes: Vec<String>,
 ) -> RunDoc {
     let mut hosts: Vec<report::HostEntry> = Vec::new();
     for r in &ranks {
@@ -295,7 +427,6 @@ fn new_run_doc(
             }),
         }
     }
-    let mut notes = Vec::new();
     if env.launcher == bootstrap::Launcher::None && world.size == 1 {
         notes.push(
             "no launcher found, running as one process (a world of 1): bus bandwidth is 0 by definition; \
@@ -345,11 +476,8 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
             "--np: 0 ranks run nothing; use --np 1 or more".into(),
         ));
     }
-    let facts = LaunchFacts {
-        ranks_on_host: args.np as u64,
-        mem_available: bootstrap::mem_available(),
-    };
-    Plan::resolve(&args.sweep, facts).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let choice = BackendChoice::probe(args.sweep.backend);
+    choice.resolve(&args.sweep, choice.facts(args.np as u64))?;
     let out = args.sweep.out.clone().unwrap_or_else(default_results_dir);
     if let Some(f) = results_folder_taken(&out) {
         return Err(f);

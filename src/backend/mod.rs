@@ -1,7 +1,8 @@
 //! One collective call on one communicator, behind one trait: buffers, the call, timing marks and
-//! the wait. `mpi` runs on host memory. Knows nothing of sweeps or faults.
+//! the wait. `mpi` runs on host memory, `nccl` on GPU memory. Knows nothing of sweeps or faults.
 
 pub mod mpi;
+pub mod nccl;
 
 use crate::ffi::mpi::MpiError;
 use crate::plan::{Collective, DType, Placement, RedOp};
@@ -40,6 +41,31 @@ pub enum BackendError {
     Mpi(#[from] MpiError),
     #[error("{0}")]
     Unsupported(String),
+    /// A GPU-side failure (NCCL or CUDA), already saying which call, size and iteration.
+    #[error("{0}")]
+    Device(String),
+}
+
+/// The part of a measurement the backend is in, for its own error messages and progress marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Check,
+    Warmup,
+    /// The batched loop.
+    Timed,
+    /// The marked loop, when the backend asks for one apart from the batched loop.
+    Marked,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Check => "correctness check",
+            Phase::Warmup => "warmup",
+            Phase::Timed => "timed loop",
+            Phase::Marked => "per-iteration loop",
+        }
+    }
 }
 
 /// A collective library bound to one communicator.
@@ -57,8 +83,20 @@ pub trait Backend {
     /// Nanoseconds between two marks, valid after `synchronize`.
     fn elapsed_ns(&self, from: usize, to: usize) -> u64;
     /// Lets `fill` write the bytes the prepared call reads (send buffer, or receive when in place).
-    fn write_input(&mut self, fill: &mut dyn FnMut(&mut [u8]));
+    fn write_input(&mut self, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), BackendError>;
     /// Lets `check` read the bytes the prepared call wrote.
-    fn read_output(&mut self, check: &mut dyn FnMut(&[u8]));
+    fn read_output(&mut self, check: &mut dyn FnMut(&[u8])) -> Result<(), BackendError>;
     fn barrier(&mut self) -> Result<(), BackendError>;
+    /// The runner enters `phase` of the prepared call (launches are counted per phase).
+    fn begin_phase(&mut self, _phase: Phase) {}
+    /// Whether the result of `call` is defined, so the check applies (nccl-tests does not check
+    /// in-place all-to-all on NCCL, whose sends and receives overlap).
+    fn checks(&self, _call: &Call) -> bool {
+        true
+    }
+    /// Whether marks cost enough to distort the batched time, so the runner times the batched
+    /// loop unmarked and takes per-iteration samples from a second, marked loop.
+    fn separate_marked_loop(&self) -> bool {
+        false
+    }
 }

@@ -161,8 +161,10 @@ impl Backend for MpiBackend {
         }
     }
 
-    fn write_input(&mut self, fill: &mut dyn FnMut(&mut [u8])) {
-        let Some(p) = &self.prepared else { return };
+    fn write_input(&mut self, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), BackendError> {
+        let Some(p) = &self.prepared else {
+            return Ok(());
+        };
         let (n, in_place) = (p.input_bytes, p.in_place);
         let buf = if in_place {
             &mut self.recv
@@ -170,12 +172,16 @@ impl Backend for MpiBackend {
             &mut self.send
         };
         fill(&mut bytemuck_bytes_mut(buf)[..n]);
+        Ok(())
     }
 
-    fn read_output(&mut self, check: &mut dyn FnMut(&[u8])) {
-        let Some(p) = &self.prepared else { return };
+    fn read_output(&mut self, check: &mut dyn FnMut(&[u8])) -> Result<(), BackendError> {
+        let Some(p) = &self.prepared else {
+            return Ok(());
+        };
         let n = p.input_bytes;
         check(&bytemuck_bytes(&self.recv)[..n]);
+        Ok(())
     }
 
     fn barrier(&mut self) -> Result<(), BackendError> {

@@ -1,6 +1,7 @@
 //! Who am I: rank, world, local rank and host, from the MPI world and the launcher's environment;
 //! plus collbench's own local launcher (`local`), which starts the ranks with mpirun.
 
+pub mod gpu;
 pub mod local;
 
 use std::ffi::CStr;
@@ -99,6 +100,13 @@ pub struct RankInfo {
     pub local_rank: usize,
     pub hostname: String,
     pub pid: u32,
+    /// The GPU this rank drives (nccl backend only): CUDA ordinal, PCI bus id, product name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_name: Option<String>,
 }
 
 /// The started MPI world with this rank's identity. Dropping it finalizes MPI.
@@ -158,6 +166,9 @@ impl MpiWorld {
             local_rank: self.local_rank,
             hostname: self.hostname.clone(),
             pid: std::process::id(),
+            gpu: None,
+            pci_bus_id: None,
+            gpu_name: None,
         }
     }
 }

@@ -243,3 +243,38 @@ pub fn library_version() -> String {
         .map(|s| s.trim_end_matches(['\0', '\n']).trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }
+
+/// Sends `data` from `root` to every rank; elsewhere `data` is replaced by root's bytes.
+pub fn bcast_bytes(comm: MPI_Comm, root: usize, data: &mut Vec<u8>) -> Result<(), MpiError> {
+    let mut len = data.len() as u64;
+    // SAFETY: one u64, then a buffer resized to the broadcast length.
+    unsafe {
+        check(
+            "MPI_Bcast",
+            mpi::ffi::MPI_Bcast(
+                &mut len as *mut u64 as *mut c_void,
+                1,
+                mpi::ffi::RSMPI_UINT64_T,
+                root as c_int,
+                comm,
+            ),
+        )?;
+        let n = c_int::try_from(len).map_err(|_| MpiError {
+            call: "MPI_Bcast",
+            code: -1,
+            class: -1,
+            message: format!("{len} bytes do not fit one MPI count"),
+        })?;
+        data.resize(len as usize, 0);
+        check(
+            "MPI_Bcast",
+            mpi::ffi::MPI_Bcast(
+                data.as_mut_ptr() as *mut c_void,
+                n,
+                mpi::ffi::RSMPI_UINT8_T,
+                root as c_int,
+                comm,
+            ),
+        )
+    }
+}

@@ -192,6 +192,7 @@ impl Placement {
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     Mpi,
+    Nccl,
 }
 
 impl BackendKind {
@@ -199,11 +200,13 @@ impl BackendKind {
     pub fn supports_dtype(self, d: DType) -> bool {
         match self {
             BackendKind::Mpi => !matches!(d, DType::Half | DType::Bfloat16),
+            BackendKind::Nccl => true,
         }
     }
     pub fn supports_redop(self, r: RedOp) -> bool {
         match self {
             BackendKind::Mpi => r != RedOp::Avg,
+            BackendKind::Nccl => true,
         }
     }
 }
@@ -239,6 +242,8 @@ pub struct LaunchFacts {
     pub ranks_on_host: u64,
     /// Bytes the kernel says are available to new allocations, if known.
     pub mem_available: Option<u64>,
+    /// What `--backend auto` stands for here (NCCL when a GPU and libnccl were found).
+    pub auto_backend: BackendKind,
 }
 
 /// The validated sweep.
@@ -273,6 +278,8 @@ fn ser_timeout<S: serde::Serializer>(t: &Option<Duration>, s: S) -> Result<S::Ok
 pub struct Plan {
     pub sweep: SweepPlan,
     pub backend: BackendKind,
+    /// `--gpu`: the GPU every rank of a host uses (nccl backend).
+    pub gpu: Option<u32>,
     /// Explicit results folder; None picks `results/run-<time>-<host>` at start.
     pub out_dir: Option<PathBuf>,
 }
@@ -300,10 +307,26 @@ impl SweepPlan {
 }
 
 impl Plan {
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            BackendKind::Mpi => "mpi",
+            BackendKind::Nccl => "nccl",
+        }
+    }
+
     pub fn resolve(args: &SweepArgs, facts: LaunchFacts) -> Result<Plan, PlanError> {
         let backend = match args.backend {
-            BackendArg::Auto | BackendArg::Mpi => BackendKind::Mpi,
+            BackendArg::Auto => facts.auto_backend,
+            BackendArg::Mpi => BackendKind::Mpi,
+            BackendArg::Nccl => BackendKind::Nccl,
         };
+        if args.gpu.is_some() && args.backend == BackendArg::Mpi {
+            return Err(bad(
+                "--gpu",
+                "the MPI backend runs on host memory and uses no GPU",
+                "drop --gpu, or use --backend nccl",
+            ));
+        }
         let ops = parse_list(
             &args.ops,
             "--op",
@@ -327,7 +350,7 @@ impl Plan {
                 return Err(bad(
                     "-d/--datatype",
                     format!("the MPI backend has no {} type", d.name()),
-                    "use float, double, int8, uint8, int32, uint32, int64 or uint64 with MPI",
+                    "use float, double, int8, uint8, int32, uint32, int64 or uint64 with MPI (or --backend nccl)",
                 ));
             }
         }
@@ -347,7 +370,7 @@ impl Plan {
                 return Err(bad(
                     "-o/--redop",
                     format!("MPI has no built-in {} reduction", r.name()),
-                    "use sum, prod, min or max with the MPI backend",
+                    "use sum, prod, min or max with the MPI backend (or --backend nccl for avg)",
                 ));
             }
         }
@@ -455,6 +478,7 @@ impl Plan {
                 debug_corrupt_rank: args.debug_corrupt_rank,
             },
             backend,
+            gpu: args.gpu,
             out_dir: args.out.clone(),
         })
     }
@@ -569,6 +593,7 @@ mod tests {
         LaunchFacts {
             ranks_on_host: 4,
             mem_available: Some(8 << 30),
+            auto_backend: BackendKind::Mpi,
         }
     }
 
@@ -621,6 +646,27 @@ mod tests {
             vec![RedOp::Sum, RedOp::Prod, RedOp::Min, RedOp::Max]
         );
         assert_eq!(p.sweep.groups().len(), 8 * 4 + 8);
+    }
+
+    #[test]
+    fn nccl_has_every_type_and_avg_and_auto_follows_the_probe() {
+        let p = Plan::resolve(
+            &sweep(&["--backend", "nccl", "-d", "all", "-o", "all", "--gpu", "1"]),
+            facts(),
+        )
+        .unwrap();
+        assert_eq!(p.backend, BackendKind::Nccl);
+        assert_eq!(p.sweep.dtypes.len(), 10);
+        assert_eq!(p.sweep.redops.len(), 5);
+        assert_eq!(p.gpu, Some(1));
+        let gpu_host = LaunchFacts {
+            auto_backend: BackendKind::Nccl,
+            ..facts()
+        };
+        let auto = Plan::resolve(&sweep(&["-d", "bf16", "-o", "avg"]), gpu_host).unwrap();
+        assert_eq!(auto.backend, BackendKind::Nccl);
+        assert_eq!(err(&["--backend", "mpi", "--gpu", "0"]).flag, "--gpu");
+        assert_eq!(err(&["-d", "bfloat16"]).flag, "-d/--datatype");
     }
 
     #[test]

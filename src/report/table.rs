@@ -135,11 +135,24 @@ impl<W: Write> Exporter for TableExporter<W> {
         }
         writeln!(self.out, "#\n# Using ranks")?;
         for r in &run.ranks {
-            writeln!(
-                self.out,
-                "#  Rank {:>3} Pid {:>7} on {:>12} local rank {}",
-                r.rank, r.pid, r.hostname, r.local_rank
-            )?;
+            match (r.gpu, &r.pci_bus_id) {
+                // nccl-tests' device list.
+                (Some(gpu), Some(bus)) => writeln!(
+                    self.out,
+                    "#  Rank {:>2} Group  0 Pid {:>6} on {:>10} device {:>2} [{}] {}",
+                    r.rank,
+                    r.pid,
+                    r.hostname,
+                    gpu,
+                    bus,
+                    r.gpu_name.as_deref().unwrap_or("")
+                )?,
+                _ => writeln!(
+                    self.out,
+                    "#  Rank {:>3} Pid {:>7} on {:>12} local rank {}",
+                    r.rank, r.pid, r.hostname, r.local_rank
+                )?,
+            }
         }
         self.out.flush()
     }

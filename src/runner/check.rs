@@ -1,18 +1,43 @@
 //! Input patterns whose reductions are exact in every type (small integers, powers that stay
 //! representable), and the element-by-element check of a result against them.
 
+use half::{bf16, f16};
+
 use crate::backend::Call;
 use crate::plan::{Collective, DType, RedOp};
 
-/// An element type the MPI backend moves, with the arithmetic its reductions use.
+/// An element type a backend moves, with the arithmetic its reductions use.
 trait Elem: Copy + PartialEq {
+    /// Relative rounding unit (0 for integers, which must match exactly).
+    const EPS: f64;
+    /// The largest integer up to which every integer is exact in the type.
+    const EXACT_INT: u64;
     fn from_small(v: u64) -> Self;
     fn combine(self, other: Self, op: RedOp) -> Self;
+    /// The mean from the sum over `n` ranks, as NCCL's avg computes it.
+    fn div_n(self, n: u64) -> Self;
+    fn to_f64(self) -> f64;
+    #[cfg(test)]
+    fn from_f64(v: f64) -> Self;
+    /// Whether `self` is an acceptable result where `want` is exact: equal, except for float
+    /// avg, which NCCL computes as a sum of premultiplied values (rounding once per step).
+    fn accepts(self, want: Self, op: RedOp, n: u64) -> bool {
+        if self == want {
+            return true;
+        }
+        if Self::EPS == 0.0 || op != RedOp::Avg {
+            return false;
+        }
+        let (g, w) = (self.to_f64(), want.to_f64());
+        (g - w).abs() <= (n as f64 + 2.0) * Self::EPS * w.abs().max(1.0)
+    }
 }
 
 macro_rules! int_elem {
     ($($t:ty),*) => {$(
         impl Elem for $t {
+            const EPS: f64 = 0.0;
+            const EXACT_INT: u64 = u64::MAX;
             fn from_small(v: u64) -> Self { v as $t }
             fn combine(self, o: Self, op: RedOp) -> Self {
                 match op {
@@ -22,14 +47,20 @@ macro_rules! int_elem {
                     RedOp::Max => self.max(o),
                 }
             }
+            fn div_n(self, n: u64) -> Self { (self as i128 / n.max(1) as i128) as $t }
+            fn to_f64(self) -> f64 { self as f64 }
+            #[cfg(test)]
+            fn from_f64(v: f64) -> Self { v as $t }
         }
     )*};
 }
 int_elem!(i8, u8, i32, u32, i64, u64);
 
 macro_rules! float_elem {
-    ($($t:ty),*) => {$(
+    ($($t:ty, $eps:expr, $exact:expr);*) => {$(
         impl Elem for $t {
+            const EPS: f64 = $eps;
+            const EXACT_INT: u64 = $exact;
             fn from_small(v: u64) -> Self { v as $t }
             fn combine(self, o: Self, op: RedOp) -> Self {
                 match op {
@@ -39,16 +70,50 @@ macro_rules! float_elem {
                     RedOp::Max => self.max(o),
                 }
             }
+            fn div_n(self, n: u64) -> Self { self / n.max(1) as $t }
+            fn to_f64(self) -> f64 { self as f64 }
+            #[cfg(test)]
+            fn from_f64(v: f64) -> Self { v as $t }
         }
     )*};
 }
-float_elem!(f32, f64);
+float_elem!(f32, f32::EPSILON as f64, 1 << 24; f64, f64::EPSILON, 1 << 53);
+
+macro_rules! half_elem {
+    ($($t:ty, $exact:expr);*) => {$(
+        impl Elem for $t {
+            const EPS: f64 = <$t>::EPSILON.to_f64_const();
+            const EXACT_INT: u64 = $exact;
+            fn from_small(v: u64) -> Self { <$t>::from_f64(v as f64) }
+            fn combine(self, o: Self, op: RedOp) -> Self {
+                let (a, b) = (self.to_f64(), o.to_f64());
+                <$t>::from_f64(match op {
+                    RedOp::Sum | RedOp::Avg => a + b,
+                    RedOp::Prod => a * b,
+                    RedOp::Min => a.min(b),
+                    RedOp::Max => a.max(b),
+                })
+            }
+            fn div_n(self, n: u64) -> Self { <$t>::from_f64(self.to_f64() / n.max(1) as f64) }
+            fn to_f64(self) -> f64 { <$t>::to_f64(self) }
+            #[cfg(test)]
+            fn from_f64(v: f64) -> Self { <$t>::from_f64(v) }
+        }
+    )*};
+}
+half_elem!(f16, 1 << 11; bf16, 1 << 8);
+
+/// The range of summands that keeps an n-rank sum exact in `T` (13 where the type allows).
+fn sum_modulus<T: Elem>(n: u64) -> u64 {
+    (T::EXACT_INT / (12 * n.max(1))).clamp(1, 13)
+}
 
 /// The value rank `rank` of `n` contributes at element `i` in check iteration `iter`.
-fn reduce_input(op: RedOp, rank: u64, n: u64, i: u64, iter: u64) -> u64 {
+fn reduce_input(op: RedOp, m: u64, rank: u64, n: u64, i: u64, iter: u64) -> u64 {
     let j = i + 7 * iter;
     match op {
-        RedOp::Sum | RedOp::Avg => (j + 3 * rank) % 13,
+        // Avg: the same sum, so sum / n is what NCCL's avg must produce.
+        RedOp::Sum | RedOp::Avg => (j + 3 * rank) % m,
         // One rank per element contributes 1..3, the rest 1: the product stays tiny and exact.
         RedOp::Prod => {
             if rank == j % n {
@@ -70,8 +135,9 @@ fn fill_typed<T: Elem>(buf: &mut [T], call: &Call, rank: u64, n: u64, iter: u64)
     match call.op {
         Collective::AllReduce => {
             let op = call.redop.unwrap_or(RedOp::Sum);
+            let m = sum_modulus::<T>(n);
             for (i, x) in buf.iter_mut().enumerate() {
-                *x = T::from_small(reduce_input(op, rank, n, i as u64, iter));
+                *x = T::from_small(reduce_input(op, m, rank, n, i as u64, iter));
             }
         }
         Collective::AllToAll => {
@@ -89,13 +155,17 @@ fn check_typed<T: Elem>(buf: &[T], call: &Call, rank: u64, n: u64, iter: u64) ->
     match call.op {
         Collective::AllReduce => {
             let op = call.redop.unwrap_or(RedOp::Sum);
+            let m = sum_modulus::<T>(n);
             for (i, &got) in buf.iter().enumerate() {
                 let i = i as u64;
-                let mut want = T::from_small(reduce_input(op, 0, n, i, iter));
+                let mut want = T::from_small(reduce_input(op, m, 0, n, i, iter));
                 for r in 1..n {
-                    want = want.combine(T::from_small(reduce_input(op, r, n, i, iter)), op);
+                    want = want.combine(T::from_small(reduce_input(op, m, r, n, i, iter)), op);
                 }
-                if got != want {
+                if op == RedOp::Avg {
+                    want = want.div_n(n);
+                }
+                if !got.accepts(want, op, n) {
                     wrong += 1;
                 }
             }
@@ -124,7 +194,8 @@ macro_rules! dispatch {
             DType::Uint64 => $f($cast::<u64>($bytes), $($arg),*),
             DType::Float => $f($cast::<f32>($bytes), $($arg),*),
             DType::Double => $f($cast::<f64>($bytes), $($arg),*),
-            DType::Half | DType::Bfloat16 => unreachable!("plan refuses 16-bit floats on MPI"),
+            DType::Half => $f($cast::<f16>($bytes), $($arg),*),
+            DType::Bfloat16 => $f($cast::<bf16>($bytes), $($arg),*),
         }
     };
 }
@@ -221,7 +292,7 @@ mod tests {
                         // rank 0 then combine bytes through fill of the expected values.
                         let o = &mut as_bytes_mut(&mut out)[..bytes];
                         o.copy_from_slice(&as_bytes(&inputs[0])[..bytes]);
-                        reduce_into(o, &inputs[1..], c, bytes);
+                        reduce_into(o, &inputs[1..], c, bytes, n as u64);
                     }
                     Collective::AllToAll => {
                         let blk = c.count as usize * esz;
@@ -237,26 +308,48 @@ mod tests {
             .collect()
     }
 
-    fn reduce_into(acc: &mut [u8], rest: &[Vec<u64>], c: &Call, bytes: usize) {
-        fn go<T: Elem>(acc: &mut [T], other: &[T], op: RedOp) {
-            for (a, b) in acc.iter_mut().zip(other) {
-                *a = a.combine(*b, op);
+    /// Reduces as NCCL does: in the element type, and float avg as a sum of values each
+    /// premultiplied by 1/n (integer avg: the sum divided by n).
+    fn reduce_into(acc: &mut [u8], rest: &[Vec<u64>], c: &Call, bytes: usize, n: u64) {
+        fn go<T: Elem>(acc: &mut [T], others: &[&[T]], op: RedOp, n: u64) {
+            let inv = T::from_f64(1.0 / n as f64).to_f64();
+            let pre = |x: T| T::from_f64(x.to_f64() * inv);
+            for (i, a) in acc.iter_mut().enumerate() {
+                if op == RedOp::Avg && T::EPS > 0.0 {
+                    let mut s = pre(*a);
+                    for o in others {
+                        s = s.combine(pre(o[i]), RedOp::Sum);
+                    }
+                    *a = s;
+                } else {
+                    for o in others {
+                        *a = a.combine(o[i], op);
+                    }
+                    if op == RedOp::Avg {
+                        *a = a.div_n(n);
+                    }
+                }
             }
         }
-        for other in rest {
-            let o = &as_bytes(other)[..bytes];
-            let op = c.redop.unwrap();
-            match c.dtype {
-                DType::Int8 => go::<i8>(cast_mut(acc), cast_ref(o), op),
-                DType::Uint8 => go::<u8>(cast_mut(acc), cast_ref(o), op),
-                DType::Int32 => go::<i32>(cast_mut(acc), cast_ref(o), op),
-                DType::Uint32 => go::<u32>(cast_mut(acc), cast_ref(o), op),
-                DType::Int64 => go::<i64>(cast_mut(acc), cast_ref(o), op),
-                DType::Uint64 => go::<u64>(cast_mut(acc), cast_ref(o), op),
-                DType::Float => go::<f32>(cast_mut(acc), cast_ref(o), op),
-                DType::Double => go::<f64>(cast_mut(acc), cast_ref(o), op),
-                _ => unreachable!(),
-            }
+        let others: Vec<&[u8]> = rest.iter().map(|o| &as_bytes(o)[..bytes]).collect();
+        let op = c.redop.unwrap();
+        macro_rules! run {
+            ($t:ty) => {{
+                let o: Vec<&[$t]> = others.iter().map(|b| cast_ref::<$t>(b)).collect();
+                go::<$t>(cast_mut(acc), &o, op, n)
+            }};
+        }
+        match c.dtype {
+            DType::Int8 => run!(i8),
+            DType::Uint8 => run!(u8),
+            DType::Int32 => run!(i32),
+            DType::Uint32 => run!(u32),
+            DType::Int64 => run!(i64),
+            DType::Uint64 => run!(u64),
+            DType::Float => run!(f32),
+            DType::Double => run!(f64),
+            DType::Half => run!(f16),
+            DType::Bfloat16 => run!(bf16),
         }
     }
 
@@ -267,22 +360,11 @@ mod tests {
         unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u8, w.len() * 8) }
     }
 
-    const MPI_TYPES: [DType; 8] = [
-        DType::Int8,
-        DType::Uint8,
-        DType::Int32,
-        DType::Uint32,
-        DType::Int64,
-        DType::Uint64,
-        DType::Float,
-        DType::Double,
-    ];
-
     #[test]
     fn exact_collectives_pass_the_check() {
         for n in [1usize, 2, 3, 8, 33] {
-            for d in MPI_TYPES {
-                for r in [RedOp::Sum, RedOp::Prod, RedOp::Min, RedOp::Max] {
+            for d in DType::ALL {
+                for r in RedOp::ALL {
                     let c = call(Collective::AllReduce, d, Some(r), 1000, n as u64);
                     assert!(simulate(&c, n).iter().all(|&w| w == 0), "{n} {d:?} {r:?}");
                 }
@@ -290,6 +372,36 @@ mod tests {
                 assert!(simulate(&c, n).iter().all(|&w| w == 0), "{n} {d:?} a2a");
             }
         }
+    }
+
+    #[test]
+    fn sixteen_bit_sums_stay_in_their_exact_range() {
+        // bf16 is exact to 256: 4 ranks x 12 fits, 64 ranks need smaller summands.
+        assert_eq!(sum_modulus::<bf16>(4), 5);
+        assert_eq!(sum_modulus::<f16>(4), 13);
+        assert_eq!(sum_modulus::<bf16>(64), 1);
+        assert_eq!(sum_modulus::<f32>(1024), 13);
+        assert_eq!(sum_modulus::<i8>(4), 13);
+    }
+
+    #[test]
+    fn float_avg_tolerance_still_catches_wrong_values() {
+        let c = call(Collective::AllReduce, DType::Half, Some(RedOp::Avg), 64, 3);
+        let n = 3;
+        let mut good = vec![0u64; 16];
+        {
+            let want: &mut [f16] = cast_mut(&mut as_bytes_mut(&mut good)[..128]);
+            for (i, w) in want.iter_mut().enumerate() {
+                let sum: u64 = (0..n)
+                    .map(|r| reduce_input(RedOp::Avg, sum_modulus::<f16>(n), r, n, i as u64, 0))
+                    .sum();
+                *w = f16::from_f64(sum as f64 / n as f64);
+            }
+        }
+        assert_eq!(count_wrong(&as_bytes(&good)[..128], &c, 0, 3, 0), 0);
+        let bad: &mut [f16] = cast_mut(&mut as_bytes_mut(&mut good)[..128]);
+        bad[5] = f16::from_f64(bad[5].to_f64() + 0.5);
+        assert_eq!(count_wrong(&as_bytes(&good)[..128], &c, 0, 3, 0), 1);
     }
 
     #[test]

@@ -3,15 +3,17 @@
 //!
 //! Loop semantics: the batched time is the wall time of n back-to-back calls followed by one
 //! synchronize, divided by n (nccl-tests' `time`); the per-iteration latency is the time between
-//! the marks around each call (host clock for MPI, whose calls block). Nothing inside the timed
-//! region allocates, formats or does I/O: marks go into preallocated slots.
+//! the marks around each call (host clock for MPI, whose calls block; CUDA events on the stream
+//! for NCCL, whose marks run in a second loop of n iterations so that they cost the batched time
+//! nothing). Nothing inside the timed region allocates, formats or does I/O: marks go into
+//! preallocated slots.
 
 pub mod check;
 pub mod watchdog;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::backend::{Backend, BackendError, Call};
+use crate::backend::{Backend, BackendError, Call, Phase};
 use crate::bootstrap::MpiWorld;
 use crate::ffi::mpi::{self as mpic, MpiError};
 use crate::metrics::{self, HistogramError, LatencyHistogram, RankSummary, Record};
@@ -35,6 +37,8 @@ struct RankMeasurement {
     batched_ns: u64,
     samples: Vec<u64>,
     wrong: u64,
+    /// Whether the check ran (the backend may not define a result to check).
+    checked: bool,
 }
 
 /// What the sweep found, known to every rank.
@@ -45,7 +49,7 @@ pub struct SweepOutcome {
 }
 
 /// Runs the whole sweep; rank 0 gets every size's records through `on_step` as soon as they exist.
-pub fn run_sweep<B: Backend>(
+pub fn run_sweep<B: Backend + ?Sized>(
     plan: &SweepPlan,
     backend: &mut B,
     world: &MpiWorld,
@@ -91,7 +95,7 @@ pub fn run_sweep<B: Backend>(
     Ok(outcome)
 }
 
-fn measure<B: Backend>(
+fn measure<B: Backend + ?Sized>(
     plan: &SweepPlan,
     backend: &mut B,
     world: &MpiWorld,
@@ -104,8 +108,11 @@ fn measure<B: Backend>(
     backend.prepare(call)?;
 
     watchdog.arm("correctness check", point);
+    backend.begin_phase(Phase::Check);
+    let checked = backend.checks(call);
+    let check_iterations = if checked { plan.check_iterations } else { 0 };
     let mut wrong = 0;
-    for it in 0..plan.check_iterations {
+    for it in 0..check_iterations {
         backend.write_input(&mut |b| {
             check::fill(b, call, rank, n, it);
             if it == 0 && plan.debug_corrupt_rank == Some(rank) {
@@ -113,15 +120,16 @@ fn measure<B: Backend>(
                     *x ^= 0x5a;
                 }
             }
-        });
+        })?;
         backend.launch()?;
         backend.synchronize()?;
-        backend.read_output(&mut |b| wrong += check::count_wrong(b, call, rank, n, it));
+        backend.read_output(&mut |b| wrong += check::count_wrong(b, call, rank, n, it))?;
         watchdog.tick(it as u64);
     }
-    backend.write_input(&mut |b| check::fill(b, call, rank, n, 0));
+    backend.write_input(&mut |b| check::fill(b, call, rank, n, 0))?;
 
     watchdog.arm("warmup", point);
+    backend.begin_phase(Phase::Warmup);
     for i in 0..plan.warmup {
         backend.launch()?;
         watchdog.tick(i as u64);
@@ -131,16 +139,38 @@ fn measure<B: Backend>(
 
     let iters = plan.iterations as usize;
     let mut samples = vec![0u64; iters];
+    // Where a mark costs time of its own (CUDA events), the batched loop runs unmarked and a
+    // second loop of n marked iterations gives the per-iteration samples.
+    let separate = backend.separate_marked_loop();
     watchdog.arm("timed loop", point);
+    backend.begin_phase(Phase::Timed);
     let t0 = crate::backend::now_ns();
-    for i in 0..iters {
-        backend.mark(2 * i);
-        backend.launch()?;
-        backend.mark(2 * i + 1);
-        watchdog.tick(i as u64);
+    if separate {
+        for i in 0..iters {
+            backend.launch()?;
+            watchdog.tick(i as u64);
+        }
+    } else {
+        for i in 0..iters {
+            backend.mark(2 * i);
+            backend.launch()?;
+            backend.mark(2 * i + 1);
+            watchdog.tick(i as u64);
+        }
     }
     backend.synchronize()?;
     let t1 = crate::backend::now_ns();
+    if separate {
+        watchdog.arm("per-iteration loop", point);
+        backend.begin_phase(Phase::Marked);
+        for i in 0..iters {
+            backend.mark(2 * i);
+            backend.launch()?;
+            backend.mark(2 * i + 1);
+            watchdog.tick(i as u64);
+        }
+        backend.synchronize()?;
+    }
     watchdog.disarm();
     for (i, s) in samples.iter_mut().enumerate() {
         *s = backend.elapsed_ns(2 * i, 2 * i + 1);
@@ -149,6 +179,7 @@ fn measure<B: Backend>(
         batched_ns: (t1 - t0) / iters as u64,
         samples,
         wrong,
+        checked,
     })
 }
 
@@ -222,7 +253,7 @@ fn assemble(
         time_us_max_rank: batched.iter().copied().max().unwrap_or(0) as f64 / 1000.0,
         algbw_gbps: algbw,
         busbw_gbps: busbw,
-        wrong: (plan.check_iterations > 0).then_some(wrong_total),
+        wrong: (plan.check_iterations > 0 && m.checked).then_some(wrong_total),
         latency: merged.summary(),
         skew: metrics::skew_histogram(&max, &min).summary(),
         per_rank,

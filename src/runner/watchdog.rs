@@ -24,6 +24,17 @@ pub struct Watchdog {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Lets a wait that polls (and enforces its own deadline) tell the watchdog it is alive.
+#[derive(Clone)]
+pub struct Progress(Arc<Shared>);
+
+impl Progress {
+    #[inline]
+    pub fn keepalive(&self) {
+        self.0.progress.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// What the watchdog does when a deadline passes (the default ends the process).
 pub type OnExpiry = Box<dyn Fn(&str) + Send>;
 
@@ -64,6 +75,10 @@ impl Watchdog {
     pub fn tick(&self, iteration: u64) {
         self.shared.iteration.store(iteration, Ordering::Relaxed);
         self.shared.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn progress(&self) -> Progress {
+        Progress(self.shared.clone())
     }
 
     pub fn disarm(&self) {

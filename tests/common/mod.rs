@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_collbench")
+/// The binary under test: COLLBENCH_BIN when set (a prebuilt binary on another machine, as
+/// scripts/gpu-check.sh runs these tests), else the one cargo built.
+pub fn exe() -> String {
+    std::env::var("COLLBENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_collbench").to_string())
 }
 
 /// mpirun flags for N ranks on this (possibly 2-core, possibly root) machine.
@@ -80,8 +82,12 @@ pub fn read_run(dir: &Path) -> serde_json::Value {
 
 /// Validates a run document against the checked-in schema; panics with every violation.
 pub fn assert_schema_valid(doc: &serde_json::Value) {
-    let schema_path =
+    let mut schema_path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("results/schema/run.v1.schema.json");
+    if !schema_path.exists() {
+        // A test binary copied to another checkout runs from that checkout's root.
+        schema_path = PathBuf::from("results/schema/run.v1.schema.json");
+    }
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema file"))
             .expect("schema JSON");

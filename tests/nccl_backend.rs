@@ -1,0 +1,401 @@
+//! The nccl backend through the real binary: without NCCL or a GPU it refuses in one line with
+//! exit 3 (alone and under mpirun), `auto` falls back to MPI and says why; with a GPU (tests named
+//! `gpu_*`, skipped with the reason printed unless COLLBENCH_REQUIRE_GPU=1) it sweeps correctly,
+//! shares one GPU among ranks, catches corrupt data and reports a stopped rank instead of hanging.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A library path that cannot exist, so NCCL is absent whatever this machine has.
+const NO_NCCL: &str = "/nonexistent/collbench-test/libnccl.so.2";
+
+fn collbench_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("collbench:"))
+        .collect()
+}
+
+fn assert_missing_nccl_message(line: &str) {
+    assert!(
+        line.starts_with("collbench: could not run: --backend nccl on "),
+        "{line}"
+    );
+    assert!(
+        line.contains(NO_NCCL) && line.contains("could not be loaded"),
+        "{line}"
+    );
+    assert!(
+        line.contains("LD_LIBRARY_PATH=/path/to/site-packages/nvidia/nccl/lib"),
+        "{line}"
+    );
+}
+
+#[test]
+fn missing_nccl_is_one_line_and_could_not_run() {
+    let (_tmp, out) = fresh_out();
+    let o = Command::new(exe())
+        .args(["bench", "--backend", "nccl", "-b", "8", "-e", "1K", "--out"])
+        .arg(&out)
+        .env("COLLBENCH_NCCL_LIB", NO_NCCL)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = expect_code(&o, 3);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_missing_nccl_message(stderr.trim_end());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        !out.exists(),
+        "nothing is written when the run cannot start"
+    );
+}
+
+#[test]
+fn missing_nccl_under_mpirun_ends_every_rank_with_could_not_run() {
+    let (_tmp, out) = fresh_out();
+    let o = mpirun(2)
+        .env("COLLBENCH_NCCL_LIB", NO_NCCL)
+        .args(["bench", "--backend", "nccl", "-b", "8", "-e", "1K", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines = collbench_lines(&stderr);
+    assert!(!lines.is_empty() && lines.len() <= 2, "{stderr}");
+    for l in lines {
+        assert_missing_nccl_message(l);
+    }
+}
+
+#[test]
+fn auto_without_nccl_runs_mpi_and_says_why() {
+    let (_tmp, out) = fresh_out();
+    let o = mpirun(2)
+        .env("COLLBENCH_NCCL_LIB", NO_NCCL)
+        .args([
+            "bench",
+            "--backend",
+            "auto",
+            "-b",
+            "8",
+            "-e",
+            "64",
+            "--op",
+            "all_reduce",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&o, 0);
+    let doc = read_run(&out);
+    assert_schema_valid(&doc);
+    assert_eq!(doc["backend"]["name"], "mpi");
+    let notes: Vec<&str> = doc["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    let note = notes
+        .iter()
+        .find(|n| n.starts_with("--backend auto chose MPI: "))
+        .unwrap_or_else(|| panic!("no auto note in {notes:?}"));
+    assert!(note.contains(NO_NCCL), "{note}");
+    assert!(
+        stdout.contains("# note: --backend auto chose MPI"),
+        "{stdout}"
+    );
+    assert!(doc["ranks"][0].get("gpu").is_none());
+}
+
+#[test]
+fn auto_without_nccl_refuses_half_and_names_the_reason() {
+    let o = Command::new(exe())
+        .args(["bench", "-d", "half", "-b", "8", "-e", "1K"])
+        .env("COLLBENCH_NCCL_LIB", NO_NCCL)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (_, stderr) = expect_code(&o, 2);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("collbench: -d/--datatype: the MPI backend has no half type"));
+    assert!(stderr.contains("--backend auto chose MPI"), "{stderr}");
+}
+
+#[test]
+fn gpu_flag_with_mpi_is_bad_input() {
+    let o = collbench(&["bench", "--backend", "mpi", "--gpu", "0"]);
+    let (_, stderr) = expect_code(&o, 2);
+    assert!(stderr.starts_with("collbench: --gpu: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1);
+}
+
+/// With a real libnccl.so.2 loadable (LD_LIBRARY_PATH or COLLBENCH_NCCL_LIB, e.g. from
+/// `pip download nvidia-nccl-cu12`), NCCL's own calls work without a GPU, and the refusal
+/// names only what is still missing.
+#[test]
+fn real_nccl_loads_and_reports_errors_by_name() {
+    let nccl = match collbench::ffi::nccl::Nccl::load() {
+        Ok(n) => n,
+        Err(e) => {
+            skip(&format!("no libnccl.so.2 to load ({e})"));
+            return;
+        }
+    };
+    let v = nccl.version().unwrap();
+    assert!(v >= 21400, "{v}");
+    let id = nccl.unique_id().unwrap();
+    assert!(id.iter().any(|&b| b != 0));
+    if collbench::ffi::cuda::probe_driver().is_ok() {
+        skip("the no-GPU half: this host has an NVIDIA driver");
+        return;
+    }
+    let e =
+        collbench::ffi::nccl::Comm::init(nccl, 1, 0, &id, Some(Duration::from_secs(10)), &|| {})
+            .err()
+            .expect("no GPU, so no communicator");
+    assert!(e.starts_with("ncclCommInitRankConfig: nccl"), "{e}");
+    let o = collbench(&["bench", "--backend", "nccl", "-b", "8", "-e", "1K"]);
+    let (_, stderr) = expect_code(&o, 3);
+    assert!(stderr.contains("libcuda.so.1"), "{stderr}");
+    assert!(!stderr.contains("libnccl.so.2 not found"), "{stderr}");
+}
+
+/// Says why a test returns early, on the terminal even while cargo captures test output.
+fn skip(why: &str) {
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
+}
+
+/// Whether a GPU and NCCL are here; otherwise says why the test is skipped (or fails, when
+/// COLLBENCH_REQUIRE_GPU=1 as scripts/gpu-check.sh sets it).
+fn gpu_present() -> bool {
+    match collbench::bootstrap::gpu::probe() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("COLLBENCH_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("COLLBENCH_REQUIRE_GPU=1 but the nccl backend cannot run here: {e}");
+            }
+            skip(&format!("no GPU or NCCL ({e})"));
+            false
+        }
+    }
+}
+
+fn records(doc: &serde_json::Value) -> &Vec<serde_json::Value> {
+    doc["results"].as_array().unwrap()
+}
+
+#[test]
+fn gpu_one_rank_sweep_is_correct_in_every_type_and_op() {
+    if !gpu_present() {
+        return;
+    }
+    let (_tmp, out) = fresh_out();
+    let o = Command::new(exe())
+        .args([
+            "bench",
+            "--backend",
+            "nccl",
+            "-b",
+            "8",
+            "-e",
+            "1M",
+            "-f",
+            "8",
+            "-d",
+            "all",
+            "-o",
+            "all",
+            "-n",
+            "3",
+            "-w",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&o, 0);
+    let doc = read_run(&out);
+    assert_schema_valid(&doc);
+    assert_eq!(doc["backend"]["name"], "nccl");
+    assert!(doc["backend"]["library_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("NCCL 2."));
+    assert_eq!(doc["ranks"][0]["gpu"], 0);
+    assert!(doc["ranks"][0]["pci_bus_id"].is_string());
+    assert!(stdout.contains("Group  0 Pid"), "{stdout}");
+    assert!(stdout.contains("device  0 ["), "{stdout}");
+    // 10 types x 5 ops all-reduce + 10 types all-to-all, 3 sizes, 2 placements.
+    assert_eq!(records(&doc).len(), (10 * 5 + 10) * 3 * 2);
+    for r in records(&doc) {
+        let a2a_in_place = r["op"] == "all_to_all" && r["placement"] == "in_place";
+        if a2a_in_place {
+            assert!(r["wrong"].is_null(), "{r}");
+        } else {
+            assert_eq!(r["wrong"], 0, "{r}");
+        }
+        assert!(r["time_us"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["latency"]["max_us"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
+#[test]
+fn gpu_four_ranks_share_one_gpu_with_their_own_hostids() {
+    if !gpu_present() {
+        return;
+    }
+    let (_tmp, out) = fresh_out();
+    let o = mpirun(4)
+        .args([
+            "bench",
+            "--backend",
+            "nccl",
+            "--gpu",
+            "0",
+            "-b",
+            "8",
+            "-e",
+            "256K",
+            "-f",
+            "8",
+            "-d",
+            "float,bfloat16",
+            "-o",
+            "sum,avg",
+            "-n",
+            "3",
+            "--timeout",
+            "60s",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (stdout, _) = expect_code(&o, 0);
+    let doc = read_run(&out);
+    assert_schema_valid(&doc);
+    assert_eq!(doc["world_size"], 4);
+    assert_eq!(doc["summary"]["wrong_total"], 0);
+    let notes = doc["notes"].to_string();
+    assert!(notes.contains("functional, not performance"), "{notes}");
+    assert!(
+        stdout.contains("# note: functional, not performance"),
+        "{stdout}"
+    );
+    let buses: Vec<&str> = (0..4)
+        .map(|r| doc["ranks"][r]["pci_bus_id"].as_str().unwrap())
+        .collect();
+    assert!(buses.iter().all(|b| *b == buses[0]), "{buses:?}");
+}
+
+#[test]
+fn gpu_corrupt_input_on_one_rank_is_caught() {
+    if !gpu_present() {
+        return;
+    }
+    let (_tmp, out) = fresh_out();
+    let o = mpirun(2)
+        .args([
+            "bench",
+            "--backend",
+            "nccl",
+            "--gpu",
+            "0",
+            "-b",
+            "1K",
+            "-e",
+            "1K",
+            "--op",
+            "all_reduce",
+            "--debug-corrupt-rank",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    expect_code(&o, 1);
+    let doc = read_run(&out);
+    for r in records(&doc) {
+        assert!(r["wrong"].as_u64().unwrap() > 0, "{r}");
+    }
+}
+
+#[test]
+fn gpu_stopped_rank_is_reported_by_the_deadline_not_hung() {
+    if !gpu_present() {
+        return;
+    }
+    let (_tmp, out) = fresh_out();
+    let mut child = mpirun(2)
+        .args([
+            "bench",
+            "--backend",
+            "nccl",
+            "--gpu",
+            "0",
+            "-b",
+            "8",
+            "-e",
+            "64M",
+            "-n",
+            "50",
+            "--op",
+            "all_reduce",
+            "--timeout",
+            "3s",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(out.join("progress.jsonl")).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(t.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let doc = read_run(&out);
+    let pid1 = doc["ranks"][1]["pid"].as_i64().unwrap() as i32;
+    unsafe { libc::kill(pid1, libc::SIGSTOP) };
+    let stopped_at = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if stopped_at.elapsed() > Duration::from_secs(60) {
+            unsafe { libc::kill(pid1, libc::SIGKILL) };
+            let _ = child.kill();
+            panic!("the run hung with rank 1 stopped");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    unsafe { libc::kill(pid1, libc::SIGKILL) };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("all_reduce"), "{stderr}");
+    assert!(
+        stderr.contains("no progress within 3s") || stderr.contains("did not complete within 3s"),
+        "{stderr}"
+    );
+}
