@@ -8,6 +8,10 @@ command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 command -v mpicc >/dev/null 2>&1 || need+=(libopenmpi-dev)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# The report tests render report.html in headless Chromium; only the test path asks for it.
+if [[ ${COLLBENCH_TEST_DEPS:-0} == 1 ]]; then
+    [[ -x /usr/bin/chromium ]] || need+=(chromium)
+fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 3; }
 
 if ((${#need[@]})); then

@@ -2,11 +2,13 @@
 //! change flagged only where it is beyond the noise the baseline measured in its own iterations.
 //!
 //! The rule (also printed with every comparison and in the README), for each row and metric:
-//! noise s = the baseline's relative spread: for busbw and p50, max((p90-p50)/p50, per-rank spread
-//! of the batched time (max rank - min rank)/time); for p99, (p99.9-p90)/p99. A change is flagged
+//! noise s = the baseline's relative spread: for p50, max((p90-p50)/p50, per-rank spread of the
+//! batched time (max rank - min rank)/time); for busbw (a mean over iterations, so outliers move
+//! it) also the coefficient of variation stdev/mean; for p99, (p99.9-p90)/p99. A change is flagged
 //! when |delta| > max(floor, k x s), k = 2, floor = 5%. Rows whose baseline has fewer than 10
-//! samples (100 for p99) are not judged; a baseline without per-iteration data (an nccl-tests
-//! import without -I) is judged on busbw only, against a fixed 10% (nccl-tests' own 0.9x rule).
+//! samples (1000 for p99: fewer leave under 10 samples above it) are not judged; a baseline
+//! without per-iteration data (an nccl-tests import without -I) is judged on busbw only, against
+//! a fixed 10% (nccl-tests' own 0.9x rule).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -31,7 +33,7 @@ impl Default for Rule {
             k: 2.0,
             floor: 0.05,
             min_samples: 10,
-            min_samples_tail: 100,
+            min_samples_tail: 1000,
             no_noise: 0.10,
         }
     }
@@ -41,7 +43,8 @@ impl Rule {
     pub fn describe(&self) -> String {
         format!(
             "flag a change when |delta| > max({:.0}%, {} x s), s = the baseline's own relative spread \
-             (busbw and p50: max((p90-p50)/p50, (slowest-fastest rank batched time)/time); p99: (p99.9-p90)/p99); \
+             (p50: max((p90-p50)/p50, (slowest-fastest rank batched time)/time); busbw: that or stdev/mean if larger; \
+             p99: (p99.9-p90)/p99); \
              rows with fewer than {} baseline samples ({} for p99) are not judged; without per-iteration \
              data busbw is judged against {:.0}%",
             self.floor * 100.0,
@@ -121,7 +124,12 @@ fn noise(rule: &Rule, b: &RecordData, metric: &str) -> Option<f64> {
             }
             let iter = rel(l.p90_us - l.p50_us, l.p50_us);
             let ranks = rel(b.time_us_max_rank - b.time_us_min_rank, b.time_us);
-            Some(iter.max(ranks).max(0.0))
+            let cv = if metric == "busbw" {
+                rel(l.stdev_us, l.mean_us)
+            } else {
+                0.0
+            };
+            Some(iter.max(ranks).max(cv).max(0.0))
         }
         _ => {
             if l.samples < rule.min_samples_tail {

@@ -465,7 +465,7 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
         end = end.max(t + r.time_us * 1e-6 * r.iterations as f64);
     }
     let end = if end > 0.0 { end * 1.04 } else { 1.0 };
-    let (ml, mr, lane) = (150.0, 20.0, 26.0);
+    let (ml, mr, lane) = (150.0, 90.0, 26.0);
     let width = 1280.0;
     let pw = width - ml - mr;
     let x = |t: f64| ml + (t.max(0.0) / end) * pw;
@@ -552,11 +552,15 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
             );
         }
         if let Some(o) = &f.outcome {
-            let tx = f.reverted_at_s.or(f.applied_at_s).map_or(ml, &x) + 6.0;
+            let tx = match (f.applied_at_s, f.reverted_at_s) {
+                (_, Some(r)) => x(r),
+                (Some(_), None) => x(end),
+                (None, None) => ml,
+            } + 6.0;
             let _ = write!(
                 s,
                 "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#444\">{}</text>",
-                tx.min(width - 80.0),
+                tx,
                 y + 17.0,
                 esc(o)
             );

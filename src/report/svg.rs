@@ -98,6 +98,8 @@ pub fn fmt_num(v: f64) -> String {
         "0".into()
     } else if a >= 1e6 || a < 1e-3 {
         format!("{v:.0e}")
+    } else if v.fract() == 0.0 {
+        format!("{v:.0}")
     } else if a >= 100.0 {
         format!("{v:.0}")
     } else if a >= 10.0 {
@@ -241,7 +243,16 @@ impl LinePlot {
                 esc(&self.title)
             );
         };
-        let legend_rows = self.series.len().div_ceil(3);
+        // Legend columns sized to the longest name (about 6.5 px a character at 12 px).
+        let longest = self
+            .series
+            .iter()
+            .map(|s| s.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let per_row =
+            (((width as f64 - 90.0) / (34.0 + 6.8 * longest as f64)).floor() as usize).clamp(1, 4);
+        let legend_rows = self.series.len().div_ceil(per_row);
         let (ml, mr, mt) = (70.0, 20.0, 34.0);
         let (w, h) = (
             width as f64,
@@ -380,11 +391,11 @@ impl LinePlot {
             }
         }
         s.push_str("</g>");
-        // Legend below the axis label, three entries per row.
-        let col_w = pw / 3.0;
+        // Legend below the axis label.
+        let col_w = pw / per_row as f64;
         for (i, series) in self.series.iter().enumerate() {
-            let x = ml + col_w * (i % 3) as f64;
-            let y = height as f64 + 18.0 * (i / 3) as f64 - 4.0;
+            let x = ml + col_w * (i % per_row) as f64;
+            let y = height as f64 + 18.0 * (i / per_row) as f64 - 4.0;
             let dash = if series.dashed {
                 " stroke-dasharray=\"6 4\""
             } else {
@@ -439,7 +450,8 @@ pub fn heatmap(
     let (ml, mt) = (90.0, 50.0);
     let cw = ((max_width as f64 - ml - 20.0) / col_labels.len() as f64).clamp(8.0, 64.0);
     let ch = if row_labels.len() > 64 { 8.0 } else { 20.0 };
-    let w = ml + cw * col_labels.len() as f64 + 20.0;
+    // Wide enough for the title and the colour key even with few columns.
+    let w = (ml + cw * col_labels.len() as f64 + 20.0).max(ml + 560.0);
     let h = mt + ch * row_labels.len() as f64 + 60.0;
     let mut s = String::new();
     let _ = write!(
@@ -516,7 +528,7 @@ pub fn heatmap(
     .iter()
     .enumerate()
     {
-        let x = ml + 110.0 * k as f64;
+        let x = ml + 105.0 * k as f64;
         let _ = write!(
             s,
             "<rect x=\"{x:.1}\" y=\"{ky:.1}\" width=\"16\" height=\"12\" fill=\"{}\" stroke=\"#999\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#222\">{label}</text>",
