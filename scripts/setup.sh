@@ -14,6 +14,10 @@ command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+# The report tests render report.html in headless Chromium; only the test path asks for it.
+if [[ ${COLLBENCH_TEST_DEPS:-0} == 1 ]]; then
+    [[ -x /usr/bin/chromium ]] || need+=(chromium)
+fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 3; }
 
 if ((${#need[@]})); then

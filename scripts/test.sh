@@ -3,6 +3,7 @@
 # integration tests that start the real binary under the real mpirun).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export COLLBENCH_TEST_DEPS=1
 source scripts/setup.sh
 if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
     runner=(cargo test --locked)

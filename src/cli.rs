@@ -29,6 +29,94 @@ pub enum Command {
     Heal(HealArgs),
     /// Validate a fault plan (TOML) without running it: every error with file:line and a fix.
     CheckPlan(CheckPlanArgs),
+    /// Regenerate results.csv, report.md, report.html and metrics.prom of a results folder.
+    Report(ReportArgs),
+    /// Compare a run against a baseline, flagging changes beyond the baseline's own noise
+    /// (exit 0 none, 1 regression, 2 bad input).
+    Compare(CompareArgs),
+    /// The trend of one metric across the results folders in DIR (table + history.html).
+    History(HistoryArgs),
+    /// Convert nccl-tests' JSON output (-J, file version 3) into a collbench results folder.
+    #[command(name = "import-nccl-tests")]
+    ImportNcclTests(ImportArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ReportArgs {
+    /// A results folder (or its run.json).
+    #[arg(value_name = "RUN_DIR")]
+    pub run_dir: PathBuf,
+    /// Only write the Prometheus text format, to PATH (default: stdout), atomically, e.g. into
+    /// node_exporter's textfile directory.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "-")]
+    pub prometheus: Option<PathBuf>,
+    /// Sizes to draw latency CDFs for (comma-separated, K/M/G) [default: smallest, middle, largest].
+    #[arg(long = "cdf-size", value_name = "SIZES", value_delimiter = ',', value_parser = parse_size)]
+    pub cdf_sizes: Vec<u64>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareFormat {
+    Md,
+    Json,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct CompareArgs {
+    /// The baseline results folder (or run.json).
+    #[arg(value_name = "BASELINE")]
+    pub baseline: PathBuf,
+    /// The results folder (or run.json) to judge.
+    #[arg(value_name = "RUN")]
+    pub run: PathBuf,
+    #[arg(long, value_enum, default_value_t = CompareFormat::Md)]
+    pub format: CompareFormat,
+    /// Write the comparison here instead of stdout (a summary line still goes to stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Flag a change beyond K times the baseline's relative spread.
+    #[arg(long = "noise-k", value_name = "K", default_value_t = 2.0)]
+    pub noise_k: f64,
+    /// ... and never below this change, in percent.
+    #[arg(long = "floor-pct", value_name = "PCT", default_value_t = 5.0)]
+    pub floor_pct: f64,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryMetric {
+    Busbw,
+    P50,
+    P99,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct HistoryArgs {
+    /// A folder holding results folders (each with run.json).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = HistoryMetric::Busbw)]
+    pub metric: HistoryMetric,
+    /// Collectives to show (comma-separated) [default: all].
+    #[arg(long = "op", value_name = "OPS")]
+    pub ops: Option<String>,
+    /// Sizes to show (comma-separated, K/M/G, or all) [default: the largest of each op].
+    #[arg(long = "size", value_name = "SIZES")]
+    pub sizes: Option<String>,
+    #[arg(long, value_enum, default_value_t = PlacementArg::Out)]
+    pub placement: PlacementArg,
+    /// Where to write the HTML page [default: DIR/history.html].
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ImportArgs {
+    /// The JSON file nccl-tests wrote with -J.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The results folder to create.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

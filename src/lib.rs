@@ -63,6 +63,10 @@ pub fn run(command: Command) -> Result<Outcome, Failure> {
         Command::Local(args) => local(args),
         Command::Heal(args) => control::heal::run(&args),
         Command::CheckPlan(args) => check_plan(&args),
+        Command::Report(args) => report::commands::report(args),
+        Command::Compare(args) => report::commands::compare(args),
+        Command::History(args) => report::commands::history(args),
+        Command::ImportNcclTests(args) => report::commands::import_nccl_tests(args),
     }
 }
 
@@ -353,7 +357,14 @@ fn bench_in_world(
             &doc.files.histograms,
             start_unix_s,
         )),
+        Box::new(report::outputs::ReportExporter::new(&out_dir)),
     ];
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        exporters.push(Box::new(report::progress::ProgressExporter::new(
+            std::io::stderr(),
+            &plan.sweep,
+        )));
+    }
     for e in &mut exporters {
         e.start(&doc)
             .map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;

@@ -1,8 +1,20 @@
 //! What a run tells people and programs: the run document (run.json), and one exporter per
 //! output format behind one trait, each called after every size so a crash keeps what was measured.
 
+pub mod commands;
+pub mod compare;
+pub mod csv;
+pub mod history;
 pub mod hlog;
+pub mod html;
 pub mod json;
+pub mod markdown;
+pub mod nccl_import;
+pub mod outputs;
+pub mod progress;
+pub mod prom;
+pub mod read;
+pub mod svg;
 pub mod table;
 
 use std::collections::BTreeMap;
