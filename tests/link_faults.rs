@@ -438,7 +438,7 @@ fn heal_removes_forgotten_faults() {
     assert!(!c.reaches(2, c.addr(3)));
 
     let exe = common::exe();
-    let dry = run(Command::new(exe).args(["heal", "--netns", &c.host(1), "--dry-run"]));
+    let dry = run(Command::new(&exe).args(["heal", "--netns", &c.host(1), "--dry-run"]));
     let (out, _) = common::text(&dry);
     assert_eq!(dry.status.code(), Some(1), "{out}");
     assert_eq!(out.matches("would run: ").count(), 4, "{out}");
@@ -448,7 +448,7 @@ fn heal_removes_forgotten_faults() {
         "dry run changed something"
     );
 
-    let healed = run(Command::new(exe).args(["heal", "--netns", &c.host(1)]));
+    let healed = run(Command::new(&exe).args(["heal", "--netns", &c.host(1)]));
     let out = expect_ok(&healed, "collbench heal");
     for expected in [
         format!(
@@ -468,7 +468,7 @@ fn heal_removes_forgotten_faults() {
     assert!(c.reaches_soon(1, c.addr(3)), "h1 still cut off after heal");
     assert!(!c.reaches(2, c.addr(3)), "healing h1 touched h2");
 
-    let again = run(Command::new(exe).args(["heal", "--netns", &c.host(1)]));
+    let again = run(Command::new(&exe).args(["heal", "--netns", &c.host(1)]));
     let out = expect_ok(&again, "second heal");
     assert!(out.contains("nothing collbench left"), "{out}");
 
@@ -493,13 +493,14 @@ fn mpirun_across(hosts: usize) {
     let c = Cluster::up(hosts);
     let (_tmp, out) = common::fresh_out();
     let np = hosts.to_string();
+    let exe = common::exe();
     let o = c.vcluster(&[
         "mpirun",
         "-np",
         &np,
         "--map-by",
         "node",
-        common::exe(),
+        &exe,
         "bench",
         "-b",
         "8",
