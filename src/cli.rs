@@ -10,7 +10,7 @@ use crate::plan::size::parse_size;
 #[command(
     name = "collbench",
     version,
-    about = "Is this cluster ready? Collective sweeps (MPI on CPUs) with per-iteration latency histograms.",
+    about = "Is this cluster ready? Collective sweeps (NCCL on GPUs, MPI on CPUs) with per-iteration latency histograms.",
     after_help = "Exit codes: 0 success, 1 test failed (wrong results), 2 bad input, 3 could not run."
 )]
 pub struct Cli {

@@ -219,7 +219,8 @@ fn agree_on_backend(world: &MpiWorld, plan: &Plan) -> Result<(), Failure> {
     let total = ffi::mpi::allreduce_sum_u64(world.comm(), nccl).map_err(could_not_run)?;
     if total != 0 && total != world.size as u64 {
         return Err(Failure::CouldNotRun(format!(
-            "--backend auto: {total} of {} ranks found a GPU and NCCL, the others did not (this rank: {});              fix the hosts without them or pass --backend mpi",
+            "--backend auto: {total} of {} ranks found a GPU and NCCL, the others did not (this rank: {}); \
+             fix the hosts without them or pass --backend mpi",
             world.size,
             plan.backend_name()
         )));

@@ -203,6 +203,13 @@ impl NcclBackend {
         BackendError::Device(format!("{at}: {what}; communicator aborted"))
     }
 
+    #[inline]
+    fn comm_state(&self) -> Result<Status, nccl::NcclError> {
+        // SAFETY: the communicator is live until `fail` aborts it, after which this backend only
+        // returns the error (the watchdog's abort is followed by the end of the process).
+        unsafe { self.nccl.async_error(self.comm.raw()) }
+    }
+
     fn keepalive(&self) {
         if let Some(p) = &self.progress {
             p.keepalive();
@@ -223,14 +230,13 @@ impl NcclBackend {
         if let Some(e) = self.mark_error.take() {
             return Err(self.fail(&e));
         }
-        let comm = self.comm.raw();
         let mut last_progress = Instant::now();
         let mut last_scan = Instant::now();
         let mut spins = 0u32;
         loop {
             match self.stream.is_done() {
                 Ok(true) => {
-                    if let Err(e) = self.nccl.async_error(comm) {
+                    if let Err(e) = self.comm_state() {
                         return Err(self.fail(&e.to_string()));
                     }
                     self.completed = self.launches;
@@ -239,7 +245,7 @@ impl NcclBackend {
                 Ok(false) => {}
                 Err(e) => return Err(self.fail(&e.to_string())),
             }
-            if let Err(e) = self.nccl.async_error(comm) {
+            if let Err(e) = self.comm_state() {
                 return Err(self.fail(&e.to_string()));
             }
             self.keepalive();
@@ -257,7 +263,7 @@ impl NcclBackend {
                 }
                 if let Some(t) = self.timeout {
                     if last_progress.elapsed() >= t {
-                        let state = match self.nccl.async_error(comm) {
+                        let state = match self.comm_state() {
                             Ok(Status::Done) => "ncclSuccess",
                             Ok(Status::InProgress) => "ncclInProgress",
                             Err(_) => "error",
@@ -289,7 +295,10 @@ impl NcclBackend {
                 p.keepalive()
             }
         };
-        match nccl::poll_until(self.timeout, &keepalive, || nccl.async_error(comm)) {
+        // SAFETY: as in `comm_state`.
+        match nccl::poll_until(self.timeout, &keepalive, || unsafe {
+            nccl.async_error(comm)
+        }) {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.fail("enqueueing did not finish within --timeout")),
             Err(e) => Err(self.fail(&e.to_string())),

@@ -156,8 +156,11 @@ impl Nccl {
     }
 
     /// The communicator's asynchronous state: Done (healthy and idle), InProgress, or the error.
+    ///
+    /// # Safety
+    /// `comm` is a live communicator.
     #[inline]
-    pub fn async_error(&self, comm: ncclComm_t) -> Result<Status, NcclError> {
+    pub unsafe fn async_error(&self, comm: ncclComm_t) -> Result<Status, NcclError> {
         let mut state: ncclResult_t = sys::ncclSuccess;
         // SAFETY: comm is live; out-pointer valid.
         let r = unsafe { (self.lib.ncclCommGetAsyncError)(comm, &mut state) };
@@ -356,7 +359,8 @@ impl Comm {
                 let Some(c) = comm else {
                     return Err("ncclCommInitRankConfig returned no communicator".into());
                 };
-                match poll_until(deadline, keepalive, || nccl.async_error(raw)) {
+                // SAFETY: raw is live until aborted below.
+                match poll_until(deadline, keepalive, || unsafe { nccl.async_error(raw) }) {
                     Ok(true) => Ok(c),
                     Ok(false) => {
                         abort(Some(c));

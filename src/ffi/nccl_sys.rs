@@ -195,21 +195,17 @@ fn open() -> Result<(libloading::Library, String), String> {
 fn resolve() -> Result<NcclLib, String> {
     let (lib, name) = open()?;
     macro_rules! sym {
-        ($n:ident) => {{
-            // SAFETY: the type is the one nccl.h declares for this symbol.
-            let s = unsafe { lib.get::<unsafe extern "C" fn()>(concat!(stringify!($n), "\0").as_bytes()) }
-                .map_err(|_| {
-                    format!(
-                        "{name} has no {}: collbench needs NCCL 2.14 or newer; point LD_LIBRARY_PATH at a newer libnccl.so.2",
-                        stringify!($n)
-                    )
-                })?;
-            let f: unsafe extern "C" fn() = *s;
-            // SAFETY: reinterpreting a function pointer as its declared signature.
-            unsafe { std::mem::transmute::<unsafe extern "C" fn(), _>(f) }
-        }};
+        ($n:ident) => {
+            // SAFETY: the field's type is the signature nccl.h declares for this symbol.
+            *unsafe { lib.get(concat!(stringify!($n), "\0").as_bytes()) }.map_err(|_| {
+                format!(
+                    "{name} has no {}: collbench needs NCCL 2.14 or newer; point LD_LIBRARY_PATH at a newer libnccl.so.2",
+                    stringify!($n)
+                )
+            })?
+        };
     }
-    let ncclGetVersion = sym!(ncclGetVersion);
+    let ncclGetVersion: unsafe extern "C" fn(*mut c_int) -> ncclResult_t = sym!(ncclGetVersion);
     let path = loaded_path(ncclGetVersion as *const c_void).unwrap_or(name.clone());
     Ok(NcclLib {
         ncclGetVersion,
