@@ -398,7 +398,7 @@ fn history_orders_runs_by_start_time_and_draws_the_trend() {
     );
     let html = std::fs::read_to_string(nightly.join("history.html")).unwrap();
     assert_eq!(html.matches("<path class=\"series\"").count(), 1);
-    assert!(html.contains("2026-12-01") && html.contains("2026-12-03"));
+    assert!(html.contains(">12-01 02:00<") && html.contains(">12-03 02:00<"));
 
     let page = tmp.path().join("h.html");
     let o = collbench(&[

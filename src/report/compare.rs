@@ -335,3 +335,115 @@ impl Comparison {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::read::{LatencyData, RecordData};
+
+    fn rec(p50: f64, p90: f64, samples: u64) -> RecordData {
+        RecordData {
+            op: "all_reduce".into(),
+            dtype: "float".into(),
+            redop: "sum".into(),
+            root: -1,
+            placement: "out_of_place".into(),
+            size_bytes: 1 << 20,
+            count: 1 << 18,
+            iterations: 100,
+            time_us: p50,
+            time_us_min_rank: p50,
+            time_us_max_rank: p50,
+            algbw_gbps: 1e3 / p50,
+            busbw_gbps: 1e3 / p50,
+            wrong: Some(0),
+            latency: LatencyData {
+                samples,
+                p50_us: p50,
+                p90_us: p90,
+                p99_us: p90 * 1.1,
+                p999_us: p90 * 1.2,
+                max_us: p90 * 1.3,
+                min_us: p50 * 0.9,
+                mean_us: p50,
+                stdev_us: 0.0,
+                clamped: 0,
+            },
+            skew: LatencyData::default(),
+            per_rank: vec![],
+            histogram_tag: String::new(),
+            start_unix_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn threshold_is_k_times_spread_with_a_floor() {
+        let rule = Rule::default();
+        // Spread 10%: threshold 20%; a 19% slower p50 is within, 21% beyond.
+        let b = rec(100.0, 110.0, 200);
+        let row = judge(&rule, &b, &rec(119.0, 130.0, 200), "p50").unwrap();
+        assert_eq!(row.status, Status::Ok);
+        assert!((row.threshold_pct.unwrap() - 20.0).abs() < 1e-9);
+        let row = judge(&rule, &b, &rec(121.0, 130.0, 200), "p50").unwrap();
+        assert_eq!(row.status, Status::Regression);
+        let row = judge(&rule, &b, &rec(121.0, 130.0, 200), "busbw").unwrap();
+        assert_eq!(
+            row.status,
+            Status::Ok,
+            "busbw 1/1.21 = -17.4% is within 20%"
+        );
+        // Tight baseline: the 5% floor applies.
+        let tight = rec(100.0, 100.5, 200);
+        let row = judge(&rule, &tight, &rec(104.0, 105.0, 200), "p50").unwrap();
+        assert_eq!((row.status, row.threshold_pct), (Status::Ok, Some(5.0)));
+        assert_eq!(
+            judge(&rule, &tight, &rec(94.0, 95.0, 200), "p50")
+                .unwrap()
+                .status,
+            Status::Improved
+        );
+    }
+
+    #[test]
+    fn too_few_samples_are_not_judged() {
+        let rule = Rule::default();
+        let b = rec(100.0, 110.0, 5);
+        assert_eq!(
+            judge(&rule, &b, &rec(300.0, 330.0, 5), "p50")
+                .unwrap()
+                .status,
+            Status::NotJudged
+        );
+        // p99 needs 1000 samples.
+        let b = rec(100.0, 110.0, 999);
+        assert_eq!(
+            judge(&rule, &b, &rec(300.0, 330.0, 999), "p99")
+                .unwrap()
+                .status,
+            Status::NotJudged
+        );
+        let b = rec(100.0, 110.0, 1000);
+        assert_eq!(
+            judge(&rule, &b, &rec(300.0, 330.0, 1000), "p99")
+                .unwrap()
+                .status,
+            Status::Regression
+        );
+    }
+
+    #[test]
+    fn without_iterations_busbw_is_judged_against_ten_percent() {
+        let rule = Rule::default();
+        let b = rec(100.0, 110.0, 0);
+        assert!(judge(&rule, &b, &rec(100.0, 110.0, 0), "p50").is_none());
+        // busbw 1000/p50: 10 -> 9.17 (-8.3%) is within 10%, 10 -> 8.85 (-11.5%) beyond.
+        let row = judge(&rule, &b, &rec(109.0, 120.0, 0), "busbw").unwrap();
+        assert_eq!((row.status, row.threshold_pct), (Status::Ok, Some(10.0)));
+        assert_eq!(
+            judge(&rule, &b, &rec(113.0, 120.0, 0), "busbw")
+                .unwrap()
+                .status,
+            Status::Regression
+        );
+    }
+}

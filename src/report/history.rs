@@ -226,10 +226,8 @@ impl History {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                (
-                    i as f64,
-                    r.run.start_time.get(..10).unwrap_or("").to_string(),
-                )
+                let t = r.run.start_time.get(5..16).unwrap_or("");
+                (i as f64, t.replacen('T', " ", 1))
             })
             .collect();
         let mut by_op: BTreeMap<&str, Vec<usize>> = BTreeMap::new();

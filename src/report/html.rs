@@ -32,6 +32,11 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4
 p.empty{color:#777;font-style:italic}code{background:#f4f4f4;padding:1px 4px}details{margin:8px 0}
 .phase-before{background:#e8f1fb}.phase-during{background:#f8d7da}.phase-after{background:#e3f4e1}";
 
+type Pick = fn(&RecordData) -> f64;
+
+/// Lines per plot before the legend stops being readable.
+const MAX_SERIES: usize = 8;
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
@@ -62,10 +67,16 @@ fn ops(run: &RunData) -> Vec<String> {
     v
 }
 
-/// The first (dtype, redop) measured for an op: the one the latency plots show.
+/// The (dtype, redop) the latency plots show for an op: float if measured (the usual headline
+/// type), else the first measured.
 fn primary<'a>(run: &'a RunData, op: &str) -> Vec<(String, Vec<&'a RecordData>)> {
     let all = series_of(run, op);
-    let Some(first) = all.first().and_then(|(_, v)| v.first()) else {
+    let Some(first) = all
+        .iter()
+        .find(|(_, v)| v[0].dtype == "float")
+        .or(all.first())
+        .and_then(|(_, v)| v.first())
+    else {
         return Vec::new();
     };
     let (d, rd) = (first.dtype.clone(), first.redop.clone());
@@ -115,8 +126,18 @@ fn verdict_section(run: &RunData) -> String {
 
 fn busbw_plots(run: &RunData) -> String {
     let mut s = String::from("<h2>Bus bandwidth vs size</h2><div class=\"plots\">");
+    let mut hidden = 0;
     for op in ops(run) {
-        let mut series: Vec<Series> = series_of(run, &op)
+        let all = series_of(run, &op);
+        // More lines than a legend can carry: draw the first type and reduction only.
+        let shown = if all.len() > MAX_SERIES {
+            let p = primary(run, &op);
+            hidden += all.len() - p.len();
+            p
+        } else {
+            all
+        };
+        let mut series: Vec<Series> = shown
             .into_iter()
             .enumerate()
             .map(|(i, (name, recs))| {
@@ -162,6 +183,12 @@ fn busbw_plots(run: &RunData) -> String {
         s.push_str(&plot.render(640, 340));
     }
     s.push_str("</div>");
+    if hidden > 0 {
+        let _ = write!(
+            s,
+            "<p class=\"empty\">{hidden} more series (other types and reductions) are in the table below and in results.csv.</p>"
+        );
+    }
     if run
         .verdict
         .as_ref()
@@ -186,7 +213,7 @@ fn latency_plots(run: &RunData) -> String {
                 continue;
             }
             any = true;
-            let pick: [(&str, fn(&RecordData) -> f64); 4] = [
+            let pick: [(&str, Pick); 4] = [
                 ("p50", |r| r.latency.p50_us),
                 ("p99", |r| r.latency.p99_us),
                 ("p99.9", |r| r.latency.p999_us),
@@ -776,9 +803,9 @@ pub fn render(run: &RunData, name: &str, extras: &Extras) -> String {
         s.push_str(&fault_timeline(run, f));
     }
     s.push_str(&results_table(run));
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<p style=\"color:#777;font-size:12px;margin-top:32px\">collbench {} · schema {}</p></body></html>\n",
+        "<p style=\"color:#777;font-size:12px;margin-top:32px\">collbench {} · schema {}</p></body></html>",
         esc(&run.collbench_version),
         run.schema_version
     );

@@ -113,3 +113,46 @@ impl<W: Write> Exporter for ProgressExporter<W> {
         self.out.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{LaunchFacts, Plan};
+
+    fn plan(args: &[&str]) -> SweepPlan {
+        use clap::Parser;
+        let mut argv = vec!["collbench", "bench"];
+        argv.extend_from_slice(args);
+        let crate::cli::Command::Bench(b) = crate::cli::Cli::parse_from(argv).command else {
+            unreachable!()
+        };
+        let facts = LaunchFacts {
+            ranks_on_host: 1,
+            mem_available: None,
+        };
+        Plan::resolve(&b.sweep, facts).unwrap().sweep
+    }
+
+    #[test]
+    fn eta_weights_sizes_by_bytes_plus_a_fixed_cost() {
+        let p = plan(&["-b", "64K", "-e", "256K", "--op", "all_reduce"]);
+        let mut e = ProgressExporter::new(Vec::new(), &p);
+        assert!(
+            e.line(0.0)
+                .contains("0/3 sizes, now all_reduce float sum 64K"),
+            "{}",
+            e.line(0.0)
+        );
+        assert!(e.line(0.0).ends_with("ETA ?"));
+        // 64K + 64K fixed = 128K of 128K + 192K + 320K = 640K: a fifth done after 10 s.
+        e.done = 1;
+        let l = e.line(10.0);
+        assert!(
+            l.contains("[ 20%] 1/3 sizes, now all_reduce float sum 128K"),
+            "{l}"
+        );
+        assert!(l.ends_with("elapsed 10s, ETA 40s"), "{l}");
+        e.done = 3;
+        assert!(e.line(70.0).contains("[100%] 3/3 sizes, finishing"));
+    }
+}

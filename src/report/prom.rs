@@ -37,6 +37,8 @@ fn num(v: f64) -> String {
     }
 }
 
+type PerRecord = fn(&RecordData) -> f64;
+
 /// `run` names the results folder in the run_info labels.
 pub fn render(run: &RunData, name: &str) -> String {
     let mut s = String::new();
@@ -108,7 +110,7 @@ pub fn render(run: &RunData, name: &str) -> String {
             num(*bw)
         );
     }
-    let per_record: [(&str, &str, &str, fn(&RecordData) -> f64); 3] = [
+    let per_record: [(&str, &str, &str, PerRecord); 3] = [
         (
             "collbench_busbw_gbps",
             "gauge",
