@@ -129,6 +129,7 @@ mod tests {
         let facts = LaunchFacts {
             ranks_on_host: 1,
             mem_available: None,
+            auto_backend: crate::plan::BackendKind::Mpi,
         };
         Plan::resolve(&b.sweep, facts).unwrap().sweep
     }
