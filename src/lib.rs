@@ -348,7 +348,7 @@ fn bench_in_world(
         .map_or(0.0, |d| d.as_secs_f64());
     let mut exporters: Vec<Box<dyn Exporter>> = vec![
         Box::new(report::table::TableExporter::new(
-            std::io::stdout(),
+            report::progress::ClearProgress(std::io::stdout()),
             plan.sweep.placements.clone(),
             plan.sweep.check_iterations > 0,
         )),

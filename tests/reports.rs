@@ -518,6 +518,37 @@ fn nccl_tests_json_imports_into_a_valid_results_folder() {
         "busbw and p50 of 8 rows; p99 needs 1000 samples"
     );
 
+    // A 20% slower copy of it is flagged on every row whose threshold is under the change.
+    let slow = tmp.path().join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    let mut d = read_run(&out);
+    for r in d["results"].as_array_mut().unwrap() {
+        r["busbw_gbps"] = (r["busbw_gbps"].as_f64().unwrap() / 1.2).into();
+        for (k, v) in r["latency"].as_object_mut().unwrap() {
+            if k.ends_with("_us") {
+                *v = (v.as_f64().unwrap() * 1.2).into();
+            }
+        }
+    }
+    std::fs::write(slow.join("run.json"), serde_json::to_vec(&d).unwrap()).unwrap();
+    let o = collbench(&[
+        "compare",
+        out.to_str().unwrap(),
+        slow.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let (stdout, _) = expect_code(&o, 1);
+    let c: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let p50: Vec<_> = c["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["metric"] == "p50")
+        .collect();
+    assert_eq!(p50.len(), 8);
+    assert!(p50.iter().all(|r| r["status"] == "regression"), "{c:#}");
+
     // An existing results folder is never overwritten.
     let (_, e) = expect_code(
         &collbench(&[

@@ -15,19 +15,16 @@ pub const MARKDOWN_FILE: &str = "report.md";
 pub const HTML_FILE: &str = "report.html";
 pub const PROM_FILE: &str = "metrics.prom";
 
-/// Writes `bytes` so that a reader (a browser, node_exporter) sees the old file or the new one.
-/// The temporary name starts with a dot and ends in .tmp, which the textfile collector skips.
+/// Writes `bytes` so that a reader (a browser, node_exporter) sees the old file or the new one
+/// (rename, no fsync: these files are rebuilt from run.json). The temporary name starts with a
+/// dot and ends in .tmp, which the textfile collector skips.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_data()?;
-    }
+    File::create(&tmp)?.write_all(bytes)?;
     fs::rename(&tmp, path)
 }
 

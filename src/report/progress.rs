@@ -2,6 +2,7 @@
 //! after every size; lib.rs adds it only when stderr is a terminal, so logs and CI stay quiet.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::{Exporter, RunDoc};
@@ -12,6 +13,27 @@ use crate::plan::SweepPlan;
 /// Work of one (op, size) step in the ETA model: its bytes plus a fixed per-call cost worth
 /// 64 KiB, so small sizes (latency-bound) and large ones (bandwidth-bound) both count.
 const FIXED_COST_BYTES: f64 = 65536.0;
+
+/// Whether a progress line is on the terminal now (the table clears it before printing a row).
+static SHOWN: AtomicBool = AtomicBool::new(false);
+
+/// Wraps the table's output: clears the progress line first, so rows never land after it.
+pub struct ClearProgress<W: Write>(pub W);
+
+impl<W: Write> Write for ClearProgress<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if SHOWN.swap(false, Ordering::Relaxed) {
+            let mut e = io::stderr();
+            let _ = e.write_all(b"\r\x1b[2K");
+            let _ = e.flush();
+        }
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
 
 pub struct ProgressExporter<W: Write> {
     out: W,
@@ -82,7 +104,9 @@ impl<W: Write> ProgressExporter<W> {
     fn draw(&mut self) -> io::Result<()> {
         let line = self.line(self.started.elapsed().as_secs_f64());
         write!(self.out, "\r\x1b[2K{line}")?;
-        self.out.flush()
+        self.out.flush()?;
+        SHOWN.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -109,6 +133,7 @@ impl<W: Write> Exporter for ProgressExporter<W> {
     }
 
     fn finish(&mut self, _run: &RunDoc) -> io::Result<()> {
+        SHOWN.store(false, Ordering::Relaxed);
         write!(self.out, "\r\x1b[2K")?;
         self.out.flush()
     }
