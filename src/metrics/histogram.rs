@@ -32,7 +32,7 @@ impl Default for LatencyHistogram {
 }
 
 /// Percentiles of one histogram in microseconds.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Default)]
 pub struct LatencySummary {
     pub samples: u64,
     pub clamped: u64,

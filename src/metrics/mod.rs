@@ -38,7 +38,7 @@ pub fn skew_histogram(max_per_iter: &[u64], min_per_iter: &[u64]) -> LatencyHist
 }
 
 /// One rank's share of a record: what a straggler hunt reads.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct RankSummary {
     pub rank: usize,
     pub time_us: f64,

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::size::parse_size;
 use super::Collective;
+use crate::control::link::{BitRate, IfaceName, Percent};
 
 /// What a fault does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,10 +92,10 @@ impl fmt::Display for Target {
     }
 }
 
-/// A host name or interface name as it may appear in a target: letters, digits, `-_.`.
-fn valid_name(s: &str, max: usize) -> bool {
+/// A host name as it may appear in a target: letters, digits, `-_.`.
+fn valid_host(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= max
+        && s.len() <= 253
         && s != "."
         && s != ".."
         && s.bytes()
@@ -106,7 +107,7 @@ impl Target {
         let (kind, rest) = text
             .split_once(':')
             .ok_or_else(|| format!("target '{text}' has no kind"))?;
-        let host_ok = |h: &str| valid_name(h, 253);
+        let host_ok = valid_host;
         match kind {
             "rank" => rest
                 .parse()
@@ -114,7 +115,7 @@ impl Target {
                 .map_err(|_| format!("'{rest}' is not a rank number")),
             "node" if host_ok(rest) => Ok(Target::Node(rest.to_string())),
             "link" => match rest.split_once('/') {
-                Some((n, i)) if host_ok(n) && valid_name(i, 15) => Ok(Target::Link {
+                Some((n, i)) if host_ok(n) && IfaceName::parse(i).is_ok() => Ok(Target::Link {
                     node: n.to_string(),
                     iface: i.to_string(),
                 }),
@@ -301,40 +302,14 @@ struct RawFault {
     seed: Option<Spanned<u64>>,
 }
 
-/// Parses "100mbit", "1gbit", "500kbit", "1000bit" into bits per second (decimal, as tc).
-pub fn parse_rate(text: &str) -> Result<u64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let (num, mult) = [
-        ("gbit", 1_000_000_000u64),
-        ("mbit", 1_000_000),
-        ("kbit", 1_000),
-        ("bit", 1),
-    ]
-    .iter()
-    .find_map(|(s, m)| t.strip_suffix(s).map(|n| (n.to_string(), *m)))
-    .ok_or_else(|| format!("'{text}' has no unit"))?;
-    let v: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{text}' is not a whole number of bits"))?;
-    match v.checked_mul(mult) {
-        Some(r) if r >= 8_000 => Ok(r),
-        _ => Err(format!("'{text}' is below 8kbit or too large")),
+/// A plan writes loss with its % sign ("10%"), so a bare number is not taken for a fraction.
+fn plan_percent(text: &str) -> Result<f64, String> {
+    if !text.trim().ends_with('%') {
+        return Err(format!("'{text}' has no % sign"));
     }
-}
-
-/// Parses "10%" (0 < p <= 100).
-pub fn parse_percent(text: &str) -> Result<f64, String> {
-    let n = text
-        .trim()
-        .strip_suffix('%')
-        .ok_or_else(|| format!("'{text}' has no % sign"))?;
-    match n.trim().parse::<f64>() {
-        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
-        _ => Err(format!(
-            "'{text}' is not a percentage above 0 and at most 100"
-        )),
-    }
+    Percent::parse(text)
+        .map(|p| f64::from(p.hundredths()) / 100.0)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -552,14 +527,15 @@ fn resolve_fault(
     let delay = opt_dur(&r.delay, "delay", &mut errors);
     let period = opt_dur(&r.period, "period", &mut errors);
     let loss_percent = r.loss.as_ref().and_then(|v| {
-        parse_percent(v.get_ref())
+        plan_percent(v.get_ref())
             .map_err(|e| {
                 errors.push(lines.err(v.span(), format!("loss: {e}"), "write it like \"10%\""))
             })
             .ok()
     });
     let rate_bps = r.rate.as_ref().and_then(|v| {
-        parse_rate(v.get_ref())
+        BitRate::parse(v.get_ref())
+            .map(BitRate::bits_per_sec)
             .map_err(|e| {
                 errors.push(lines.err(
                     v.span(),
@@ -778,12 +754,14 @@ seed = 7
 
     #[test]
     fn rates_and_percents() {
-        assert_eq!(parse_rate("100mbit"), Ok(100_000_000));
-        assert_eq!(parse_rate("1gbit"), Ok(1_000_000_000));
-        assert!(parse_rate("100").is_err());
-        assert!(parse_rate("1bit").is_err());
-        assert_eq!(parse_percent("10%"), Ok(10.0));
-        assert!(parse_percent("0%").is_err());
-        assert!(parse_percent("10").is_err());
+        let rate = |t: &str| BitRate::parse(t).map(BitRate::bits_per_sec).ok();
+        let pct = |t: &str| plan_percent(t).ok();
+        assert_eq!(rate("100mbit"), Some(100_000_000));
+        assert_eq!(rate("1gbit"), Some(1_000_000_000));
+        assert!(rate("100").is_none());
+        assert!(rate("1bit").is_none());
+        assert_eq!(pct("10%"), Some(10.0));
+        assert!(pct("0%").is_none());
+        assert!(pct("10").is_none());
     }
 }

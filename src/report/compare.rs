@@ -339,7 +339,8 @@ impl Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::read::{LatencyData, RecordData};
+    use crate::metrics::LatencySummary;
+    use crate::report::read::RecordData;
 
     fn rec(p50: f64, p90: f64, samples: u64) -> RecordData {
         RecordData {
@@ -357,7 +358,7 @@ mod tests {
             algbw_gbps: 1e3 / p50,
             busbw_gbps: 1e3 / p50,
             wrong: Some(0),
-            latency: LatencyData {
+            latency: LatencySummary {
                 samples,
                 p50_us: p50,
                 p90_us: p90,
@@ -369,7 +370,7 @@ mod tests {
                 stdev_us: 0.0,
                 clamped: 0,
             },
-            skew: LatencyData::default(),
+            skew: LatencySummary::default(),
             per_rank: vec![],
             histogram_tag: String::new(),
             start_unix_s: 0.0,

@@ -1,6 +1,7 @@
 //! Reads a results folder back: run.json into typed structs (with errors that name the file,
 //! line, column and field) and histograms.hlog into exact HdrHistograms by tag.
 
+use crate::metrics::{LatencySummary, RankSummary};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -131,31 +132,6 @@ pub struct ConfigData {
     pub timeout: Option<f64>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
-pub struct LatencyData {
-    pub samples: u64,
-    pub clamped: u64,
-    pub min_us: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
-    pub mean_us: f64,
-    pub stdev_us: f64,
-}
-
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-pub struct RankSummaryData {
-    pub rank: usize,
-    pub time_us: f64,
-    pub wrong: u64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub max_us: f64,
-    pub mean_us: f64,
-}
-
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct RecordData {
     pub op: String,
@@ -172,9 +148,9 @@ pub struct RecordData {
     pub algbw_gbps: f64,
     pub busbw_gbps: f64,
     pub wrong: Option<u64>,
-    pub latency: LatencyData,
-    pub skew: LatencyData,
-    pub per_rank: Vec<RankSummaryData>,
+    pub latency: LatencySummary,
+    pub skew: LatencySummary,
+    pub per_rank: Vec<RankSummary>,
     pub histogram_tag: String,
     pub start_unix_s: f64,
 }
