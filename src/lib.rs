@@ -25,6 +25,16 @@ use cli::{BackendArg, BenchArgs, Command, LocalArgs};
 use plan::{BackendKind, LaunchFacts, Plan};
 use report::{Exporter, RunDoc, RunStatus};
 
+/// Writes one line to stderr in a single write, so lines from ranks sharing mpirun's stderr
+/// never interleave mid-line (eprintln! writes its pieces separately).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut buf = String::with_capacity(line.len() + 1);
+    buf.push_str(line);
+    buf.push('\n');
+    let _ = std::io::stderr().write_all(buf.as_bytes());
+}
+
 /// Exit codes, stable and documented in the README.
 pub mod exit {
     pub const SUCCESS: u8 = 0;
@@ -305,7 +315,7 @@ fn bench_in_world(
         Box::new({
             let abort = abort.clone();
             move |msg| {
-                eprintln!("collbench: {msg}; aborting this rank");
+                say(&format!("collbench: {msg}; aborting this rank"));
                 if let Some(h) = abort.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     h.abort();
                 }
@@ -397,7 +407,10 @@ fn bench_in_world(
     };
     for e in &mut exporters {
         if let Err(err) = e.finish(&doc) {
-            eprintln!("collbench: writing results to {}: {err}", out_dir.display());
+            say(&format!(
+                "collbench: writing results to {}: {err}",
+                out_dir.display()
+            ));
         }
     }
     println!("# results: {}", out_dir.join("run.json").display());

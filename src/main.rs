@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use collbench::{bootstrap::LauncherEnv, cli::Cli, exit, Failure, Outcome};
+use collbench::{bootstrap::LauncherEnv, cli::Cli, exit, say, Failure, Outcome};
 
 fn main() -> ExitCode {
     // Job-wide messages come from rank 0 only, so a bad flag is reported once, not once per rank.
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
                 let text = e.render().to_string();
                 let first = text.lines().next().unwrap_or("bad arguments");
                 let first = first.strip_prefix("error: ").unwrap_or(first);
-                eprintln!("collbench: {first} (see collbench --help)");
+                say(&format!("collbench: {first} (see collbench --help)"));
             }
             return ExitCode::from(exit::BAD_INPUT);
         }
@@ -28,14 +28,14 @@ fn main() -> ExitCode {
     match collbench::run(cli.command) {
         Ok(Outcome::Success) => ExitCode::from(exit::SUCCESS),
         Ok(Outcome::TestFailed(msg)) => {
-            eprintln!("collbench: test failed: {msg}");
+            say(&format!("collbench: test failed: {msg}"));
             ExitCode::from(exit::TEST_FAILED)
         }
         Err(f) => {
             match &f {
-                Failure::BadInput(msg) if leader => eprintln!("collbench: {msg}"),
+                Failure::BadInput(msg) if leader => say(&format!("collbench: {msg}")),
                 Failure::BadInput(_) => {}
-                Failure::CouldNotRun(msg) => eprintln!("collbench: could not run: {msg}"),
+                Failure::CouldNotRun(msg) => say(&format!("collbench: could not run: {msg}")),
             }
             ExitCode::from(f.exit_code())
         }

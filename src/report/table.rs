@@ -92,6 +92,25 @@ impl<W: Write> TableExporter<W> {
     }
 }
 
+/// One line of the rank list: nccl-tests' device list when the rank drives a GPU.
+fn rank_line(r: &crate::bootstrap::RankInfo) -> String {
+    match (r.gpu, &r.pci_bus_id) {
+        (Some(gpu), Some(bus)) => format!(
+            "#  Rank {:>2} Group  0 Pid {:>6} on {:>10} device {:>2} [{}] {}",
+            r.rank,
+            r.pid,
+            r.hostname,
+            gpu,
+            bus,
+            r.gpu_name.as_deref().unwrap_or("")
+        ),
+        _ => format!(
+            "#  Rank {:>3} Pid {:>7} on {:>12} local rank {}",
+            r.rank, r.pid, r.hostname, r.local_rank
+        ),
+    }
+}
+
 /// nccl-tests' time formatting: fewer decimals as the number grows.
 pub fn fmt_us(us: f64) -> String {
     if us >= 10000.0 {
@@ -135,24 +154,7 @@ impl<W: Write> Exporter for TableExporter<W> {
         }
         writeln!(self.out, "#\n# Using ranks")?;
         for r in &run.ranks {
-            match (r.gpu, &r.pci_bus_id) {
-                // nccl-tests' device list.
-                (Some(gpu), Some(bus)) => writeln!(
-                    self.out,
-                    "#  Rank {:>2} Group  0 Pid {:>6} on {:>10} device {:>2} [{}] {}",
-                    r.rank,
-                    r.pid,
-                    r.hostname,
-                    gpu,
-                    bus,
-                    r.gpu_name.as_deref().unwrap_or("")
-                )?,
-                _ => writeln!(
-                    self.out,
-                    "#  Rank {:>3} Pid {:>7} on {:>12} local rank {}",
-                    r.rank, r.pid, r.hostname, r.local_rank
-                )?,
-            }
+            writeln!(self.out, "{}", rank_line(r))?;
         }
         self.out.flush()
     }
@@ -237,5 +239,33 @@ impl<W: Write> Exporter for TableExporter<W> {
         )?;
         writeln!(self.out, "#")?;
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::RankInfo;
+
+    #[test]
+    fn gpu_ranks_are_listed_like_nccl_tests_devices() {
+        let mut r = RankInfo {
+            rank: 0,
+            local_rank: 0,
+            hostname: "node7".into(),
+            pid: 1234,
+            gpu: Some(0),
+            pci_bus_id: Some("0000:19:00.0".into()),
+            gpu_name: Some("NVIDIA H200".into()),
+        };
+        assert_eq!(
+            rank_line(&r),
+            "#  Rank  0 Group  0 Pid   1234 on      node7 device  0 [0000:19:00.0] NVIDIA H200"
+        );
+        r.gpu = None;
+        assert_eq!(
+            rank_line(&r),
+            "#  Rank   0 Pid    1234 on        node7 local rank 0"
+        );
     }
 }
