@@ -11,7 +11,7 @@ use crate::plan::size::parse_size;
     name = "collbench",
     version,
     about = "Is this cluster ready? Collective sweeps (NCCL on GPUs, MPI on CPUs) with per-iteration latency histograms.",
-    after_help = "Exit codes: 0 success, 1 test failed (wrong results), 2 bad input, 3 could not run."
+    after_help = "Exit codes: 0 success, 1 test failed (wrong results, or a verdict of not ready), 2 bad input, 3 could not run."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +29,9 @@ pub enum Command {
     Heal(HealArgs),
     /// Validate a fault plan (TOML) without running it: every error with file:line and a fix.
     CheckPlan(CheckPlanArgs),
+    /// Validate a topology file (TOML) and print its checks: every error with file:line and a fix.
+    #[command(name = "check-topology")]
+    CheckTopology(CheckPlanArgs),
     /// Regenerate results.csv, report.md, report.html and metrics.prom of a results folder.
     Report(ReportArgs),
     /// Compare a run against a baseline, flagging changes beyond the baseline's own noise
@@ -232,6 +235,13 @@ pub struct SweepArgs {
     /// so the check must find it (the data-corruption fault without a controller).
     #[arg(long, value_name = "RANK", hide = true)]
     pub debug_corrupt_rank: Option<usize>,
+    /// Judge the run against this topology file (topologies/*.toml): a verdict table, a
+    /// "verdict" in run.json, and exit 1 when not ready.
+    #[arg(long, value_name = "FILE")]
+    pub topology: Option<PathBuf>,
+    /// Test hook: this rank sleeps DELAY before each timed call (a planted straggler), e.g. 2:2ms.
+    #[arg(long, value_name = "RANK:DELAY", hide = true)]
+    pub debug_slow_rank: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +305,12 @@ impl SweepArgs {
         if let Some(r) = self.debug_corrupt_rank {
             v.extend(["--debug-corrupt-rank".to_string(), r.to_string()]);
         }
+        if let Some(t) = &self.topology {
+            v.extend(["--topology".to_string(), t.display().to_string()]);
+        }
+        if let Some(s) = &self.debug_slow_rank {
+            v.extend(["--debug-slow-rank".to_string(), s.clone()]);
+        }
         v
     }
 }
@@ -346,6 +362,10 @@ mod tests {
             "/tmp/x",
             "--debug-corrupt-rank",
             "1",
+            "--topology",
+            "topologies/local-cpu.toml",
+            "--debug-slow-rank",
+            "2:2ms",
         ])
         .unwrap();
         let Command::Local(local) = cli.command else {

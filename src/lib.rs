@@ -73,6 +73,10 @@ pub fn run(command: Command) -> Result<Outcome, Failure> {
         Command::Local(args) => local(args),
         Command::Heal(args) => control::heal::run(&args),
         Command::CheckPlan(args) => check_plan(&args),
+        Command::CheckTopology(args) => check_topology(&args.file).map(|t| {
+            println!("{t}");
+            Outcome::Success
+        }),
         Command::Report(args) => report::commands::report(args),
         Command::Compare(args) => report::commands::compare(args),
         Command::History(args) => report::commands::history(args),
@@ -120,6 +124,17 @@ fn check_plan(args: &cli::CheckPlanArgs) -> Result<Outcome, Failure> {
             Err(Failure::BadInput(last.to_string()))
         }
     }
+}
+
+/// Loads a topology file; every error goes to stderr and the last one is the bad-input failure.
+fn check_topology(file: &Path) -> Result<plan::topology::Topology, Failure> {
+    plan::topology::load(file).map_err(|errors| {
+        let (last, rest) = errors.split_last().expect("at least one error");
+        for e in rest {
+            say(&format!("collbench: {e}"));
+        }
+        Failure::BadInput(last.to_string())
+    })
 }
 
 fn results_folder_taken(dir: &Path) -> Option<Failure> {
@@ -208,7 +223,13 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     let env = LauncherEnv::from_env();
     let choice = BackendChoice::probe(args.sweep.backend);
     let facts = choice.facts(env.local_size.unwrap_or(1) as u64);
-    let plan = choice.resolve(&args.sweep, facts)?;
+    let mut plan = choice.resolve(&args.sweep, facts)?;
+    plan.topology = args
+        .sweep
+        .topology
+        .as_deref()
+        .map(check_topology)
+        .transpose()?;
     if let Some(f) = plan.out_dir.as_deref().and_then(results_folder_taken) {
         return Err(f);
     }
@@ -394,6 +415,12 @@ fn bench_in_world(
 
     doc.end_time = Some(report::rfc3339_now());
     doc.refresh_summary();
+    if result.is_ok() {
+        doc.verdict = plan
+            .topology
+            .as_ref()
+            .map(|t| report::verdict::evaluate(t, &doc));
+    }
     let outcome = match &result {
         Ok(_) => {
             doc.status = RunStatus::Complete;
@@ -413,12 +440,18 @@ fn bench_in_world(
             ));
         }
     }
+    if let Some(v) = &doc.verdict {
+        print!("{}", v.table());
+    }
     println!("# results: {}", out_dir.join("run.json").display());
     if let Some(msg) = outcome {
         return Err(Failure::CouldNotRun(format!("rank 0: {msg}")));
     }
     let wrong = result.map(|o| o.wrong_total).unwrap_or(0);
-    Ok(verdict(wrong, Some(&out_dir)))
+    match (verdict(wrong, Some(&out_dir)), &doc.verdict) {
+        (Outcome::Success, Some(v)) if !v.is_ready() => Ok(Outcome::TestFailed(v.summary())),
+        (o, _) => Ok(o),
+    }
 }
 
 fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {
@@ -492,6 +525,7 @@ fn new_run_doc(
             progress: "progress.jsonl".into(),
         },
         error: None,
+        verdict: None,
     }
 }
 
@@ -503,6 +537,9 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     }
     let choice = BackendChoice::probe(args.sweep.backend);
     choice.resolve(&args.sweep, choice.facts(args.np as u64))?;
+    if let Some(t) = &args.sweep.topology {
+        check_topology(t)?;
+    }
     let out = args.sweep.out.clone().unwrap_or_else(default_results_dir);
     if let Some(f) = results_folder_taken(&out) {
         return Err(f);
@@ -533,7 +570,7 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     match code {
         0 => Ok(Outcome::Success),
         1 => Ok(Outcome::TestFailed(
-            "a rank found wrong results (see above)".into(),
+            "a rank found wrong results, or the verdict was not ready (see above)".into(),
         )),
         2 => Err(Failure::BadInput(
             "a rank refused its arguments (see above)".into(),

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod size;
+pub mod topology;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -264,6 +265,35 @@ pub struct SweepPlan {
     pub timeout: Option<Duration>,
     /// Rank whose input is corrupted on purpose (test hook), if any.
     pub debug_corrupt_rank: Option<usize>,
+    /// Rank that sleeps before each timed call (test hook: a planted straggler), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug_slow_rank: Option<SlowRank>,
+}
+
+/// `--debug-slow-rank RANK:DELAY`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SlowRank {
+    pub rank: usize,
+    #[serde(rename = "delay_us", serialize_with = "ser_us")]
+    pub delay: Duration,
+}
+
+fn ser_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_micros() as u64)
+}
+
+fn parse_slow_rank(text: &str) -> Result<SlowRank, PlanError> {
+    let fail = || {
+        bad(
+            "--debug-slow-rank",
+            format!("'{text}' is not RANK:DELAY"),
+            "write it like 2:2ms (rank 2 sleeps 2 ms before each timed call)",
+        )
+    };
+    let (r, d) = text.split_once(':').ok_or_else(fail)?;
+    let rank = r.trim().parse().map_err(|_| fail())?;
+    let delay = humantime::parse_duration(d.trim()).map_err(|_| fail())?;
+    Ok(SlowRank { rank, delay })
 }
 
 fn ser_timeout<S: serde::Serializer>(t: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -282,6 +312,8 @@ pub struct Plan {
     pub gpu: Option<u32>,
     /// Explicit results folder; None picks `results/run-<time>-<host>` at start.
     pub out_dir: Option<PathBuf>,
+    /// `--topology`: loaded by the caller (its errors are file:line, not flag errors).
+    pub topology: Option<topology::Topology>,
 }
 
 /// The most sizes one sweep may hold (a typo like `-i 1` over gigabytes is refused, not run).
@@ -476,10 +508,16 @@ impl Plan {
                 placements,
                 timeout,
                 debug_corrupt_rank: args.debug_corrupt_rank,
+                debug_slow_rank: args
+                    .debug_slow_rank
+                    .as_deref()
+                    .map(parse_slow_rank)
+                    .transpose()?,
             },
             backend,
             gpu: args.gpu,
             out_dir: args.out.clone(),
+            topology: None,
         })
     }
 }

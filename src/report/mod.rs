@@ -16,6 +16,7 @@ pub mod prom;
 pub mod read;
 pub mod svg;
 pub mod table;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 
@@ -82,6 +83,9 @@ pub struct RunDoc {
     pub summary: Summary,
     pub files: Files,
     pub error: Option<String>,
+    /// The readiness verdict, when the run had `--topology`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<verdict::Verdict>,
 }
 
 impl RunDoc {

@@ -586,6 +586,7 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported, ImportError> {
             placements,
             timeout: None,
             debug_corrupt_rank: None,
+            debug_slow_rank: None,
         },
         notes: notes.clone(),
         results: records,
@@ -595,6 +596,7 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported, ImportError> {
             progress: "progress.jsonl".into(),
         },
         error,
+        verdict: None,
     };
     doc_out.refresh_summary();
 

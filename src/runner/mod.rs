@@ -142,16 +142,26 @@ fn measure<B: Backend + ?Sized>(
     // Where a mark costs time of its own (CUDA events), the batched loop runs unmarked and a
     // second loop of n marked iterations gives the per-iteration samples.
     let separate = backend.separate_marked_loop();
+    let slow = plan
+        .debug_slow_rank
+        .filter(|s| s.rank == rank)
+        .map(|s| s.delay);
     watchdog.arm("timed loop", point);
     backend.begin_phase(Phase::Timed);
     let t0 = crate::backend::now_ns();
     if separate {
         for i in 0..iters {
+            if let Some(d) = slow {
+                std::thread::sleep(d);
+            }
             backend.launch()?;
             watchdog.tick(i as u64);
         }
     } else {
         for i in 0..iters {
+            if let Some(d) = slow {
+                std::thread::sleep(d);
+            }
             backend.mark(2 * i);
             backend.launch()?;
             backend.mark(2 * i + 1);
@@ -164,6 +174,9 @@ fn measure<B: Backend + ?Sized>(
         watchdog.arm("per-iteration loop", point);
         backend.begin_phase(Phase::Marked);
         for i in 0..iters {
+            if let Some(d) = slow {
+                std::thread::sleep(d);
+            }
             backend.mark(2 * i);
             backend.launch()?;
             backend.mark(2 * i + 1);
