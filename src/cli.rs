@@ -242,6 +242,10 @@ pub struct SweepArgs {
     /// Test hook: this rank sleeps DELAY before each timed call (a planted straggler), e.g. 2:2ms.
     #[arg(long, value_name = "RANK:DELAY", hide = true)]
     pub debug_slow_rank: Option<String>,
+    /// After the sweep, time node pairs (circle method, n-1 rounds), re-pair suspects with healthy
+    /// nodes, and name the culprit node or link in the verdict (needs --topology; MPI on host memory).
+    #[arg(long)]
+    pub localize: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,6 +315,9 @@ impl SweepArgs {
         if let Some(s) = &self.debug_slow_rank {
             v.extend(["--debug-slow-rank".to_string(), s.clone()]);
         }
+        if self.localize {
+            v.push("--localize".to_string());
+        }
         v
     }
 }
@@ -366,6 +373,7 @@ mod tests {
             "topologies/local-cpu.toml",
             "--debug-slow-rank",
             "2:2ms",
+            "--localize",
         ])
         .unwrap();
         let Command::Local(local) = cli.command else {

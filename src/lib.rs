@@ -365,6 +365,7 @@ fn bench_in_world(
         let outcome =
             runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |_| Ok(()))
                 .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
+        localize(plan, world, &watchdog)?;
         return Ok(verdict(outcome.wrong_total, None));
     };
 
@@ -411,6 +412,10 @@ fn bench_in_world(
         }
         Ok(())
     });
+    let located = match &result {
+        Ok(_) => localize(plan, world, &watchdog)?,
+        Err(_) => None,
+    };
     drop(watchdog);
 
     doc.end_time = Some(report::rfc3339_now());
@@ -420,6 +425,9 @@ fn bench_in_world(
             .topology
             .as_ref()
             .map(|t| report::verdict::evaluate(t, &doc));
+    }
+    if let (Some(v), Some(l)) = (doc.verdict.as_mut(), located) {
+        v.add_localization(l);
     }
     let outcome = match &result {
         Ok(_) => {
@@ -452,6 +460,30 @@ fn bench_in_world(
         (Outcome::Success, Some(v)) if !v.is_ready() => Ok(Outcome::TestFailed(v.summary())),
         (o, _) => Ok(o),
     }
+}
+
+/// `--localize` after the sweep, on every rank: node pairs on sub-communicators.
+fn localize(
+    plan: &Plan,
+    world: &MpiWorld,
+    watchdog: &runner::watchdog::Watchdog,
+) -> Result<Option<runner::localize::Localization>, Failure> {
+    if !plan.sweep.localize {
+        return Ok(None);
+    }
+    let factor = plan
+        .topology
+        .as_ref()
+        .map_or(2.0, |t| t.straggler.fail_factor);
+    let slow = plan
+        .sweep
+        .debug_slow_rank
+        .filter(|s| s.rank == world.rank)
+        .map(|s| s.delay);
+    let bytes = plan.sweep.max_bytes.min(1 << 20);
+    runner::localize::run(world, watchdog, bytes, plan.sweep.iterations, factor, slow)
+        .map(Some)
+        .map_err(|e| Failure::CouldNotRun(format!("rank {}: localization: {e}", world.rank)))
 }
 
 fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {

@@ -1,8 +1,10 @@
 //! Topology files and the readiness verdict, through the real binary under the real mpirun.
+//! Tests named timing_* judge real timings and run alone (.config/nextest.toml).
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
 use common::*;
 
@@ -122,6 +124,9 @@ fn bad_topology_files_give_every_error_with_file_and_line() {
         stderr.contains("/nonexistent/t.toml: cannot read"),
         "{stderr}"
     );
+    let o = collbench(&["bench", "--localize"]);
+    let (_, stderr) = expect_code(&o, 2);
+    assert!(stderr.contains("--localize: "), "{stderr}");
     let o = collbench(&["bench", "--debug-slow-rank", "two:2ms"]);
     let (_, stderr) = expect_code(&o, 2);
     assert!(stderr.contains("--debug-slow-rank: 'two:2ms'"), "{stderr}");
@@ -149,9 +154,9 @@ fn local_run(out: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn a_healthy_local_run_is_ready() {
+fn timing_a_healthy_local_run_is_ready() {
     let (_tmp, out) = fresh_out();
-    let o = local_run(&out, &[]);
+    let o = local_run(&out, &["--localize"]);
     let (stdout, _) = expect_code(&o, 0);
     assert!(
         stdout.contains("# Verdict against topology local-cpu"),
@@ -168,13 +173,20 @@ fn a_healthy_local_run_is_ready() {
     assert!(bw["status"] == "pass" || bw["status"] == "warn", "{bw}");
     assert!(bw["measured"].as_f64().unwrap() >= 0.05, "{bw}");
     assert_eq!(check(&doc, "straggler")["status"], "pass");
+    // One host: nothing to pair, and the check says so.
+    let loc = check(&doc, "localize");
+    assert_eq!(loc["status"], "skipped");
+    assert!(
+        loc["detail"].as_str().unwrap().contains("1 node(s)"),
+        "{loc}"
+    );
     // The report renderers read the verdict back.
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("**Verdict: READY**"), "{md}");
 }
 
 #[test]
-fn a_planted_straggler_is_named_and_fails_the_run() {
+fn timing_a_planted_straggler_is_named_and_fails_the_run() {
     let (_tmp, out) = fresh_out();
     let o = local_run(&out, &["--debug-slow-rank", "2:2ms"]);
     let (stdout, stderr) = expect_code(&o, 1);
@@ -322,4 +334,129 @@ fn a_gpu_topology_fails_a_cpu_run_on_backend_and_skips_what_it_did_not_measure()
         check(&doc, "all_reduce busbw 8-16G, one node (NVLS)")["status"],
         "skipped"
     );
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A virtual cluster (scripts/vcluster) torn down when dropped, also when the test panics.
+struct Cluster {
+    prefix: String,
+}
+
+impl Cluster {
+    fn up(hosts: usize) -> Cluster {
+        let prefix = format!("v{}", std::process::id() % 10_000_000);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster");
+        let run = |args: &[&str]| {
+            Command::new(&script)
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("start vcluster")
+        };
+        run(&["down", "--prefix", &prefix]);
+        let o = run(&["up", &hosts.to_string(), "--prefix", &prefix]);
+        let c = Cluster { prefix };
+        assert!(o.status.success(), "vcluster up: {:?}", text(&o));
+        c
+    }
+
+    fn mpirun(&self, np: usize, args: &[&str]) -> Output {
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster"))
+            .args(["mpirun", "--prefix", &self.prefix])
+            .args(["-np", &np.to_string(), "--map-by", "node", &exe(), "bench"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("start vcluster mpirun")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster"))
+            .args(["down", "--prefix", &self.prefix])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+#[test]
+fn timing_localize_names_the_host_of_a_planted_straggler_on_four_hosts() {
+    if !is_root() {
+        eprintln!("SKIP: this test needs root (network namespaces); CI runs it as root");
+        return;
+    }
+    let c = Cluster::up(4);
+    let topo = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/vcluster-cpu.toml");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "-b",
+            "8",
+            "-e",
+            "64K",
+            "-n",
+            "20",
+            "--op",
+            "all_reduce",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--localize",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        c.mpirun(4, &args)
+    };
+    let (_t, out) = fresh_out();
+    let o = run(&out, &["--debug-slow-rank", "2:2ms"]);
+    let (stdout, _) = expect_code(&o, 1);
+    let doc = read_run(&out);
+    assert_schema_valid(&doc);
+    let h3 = format!("{}-h3", c.prefix);
+    assert_eq!(doc["ranks"][2]["hostname"], h3.as_str(), "--map-by node");
+    let l = &verdict(&doc)["localization"];
+    assert_eq!(l["rounds"].as_array().unwrap().len(), 3, "{l}");
+    let suspects = l["suspects"].as_array().unwrap();
+    assert_eq!(suspects.len(), 1, "{l}");
+    assert_eq!(suspects[0]["node"], h3.as_str());
+    assert_eq!(suspects[0]["confirmed"], true, "{l}");
+    assert_eq!(suspects[0]["slow_pairs"], 3);
+    assert!(l["bad_links"].as_array().unwrap().is_empty(), "{l}");
+    let loc = check(&doc, "localize");
+    assert_eq!(loc["status"], "fail");
+    assert!(
+        loc["measured"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("node {h3}: slow with 3/3 partners")),
+        "{loc}"
+    );
+    assert!(
+        stdout.contains(&format!("node {h3}: slow with 3/3")),
+        "{stdout}"
+    );
+    assert_eq!(verdict(&doc)["stragglers"][0]["host"], h3.as_str());
+    assert_eq!(check(&doc, "node skew")["status"], "fail");
+
+    // The same cluster without the planted straggler: nothing is blamed.
+    let (_t2, out2) = fresh_out();
+    let o = run(&out2, &[]);
+    expect_code(&o, 0);
+    let doc = read_run(&out2);
+    assert_schema_valid(&doc);
+    let l = &verdict(&doc)["localization"];
+    assert!(
+        l["suspects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["confirmed"] == false),
+        "{l}"
+    );
+    assert_ne!(check(&doc, "localize")["status"], "fail");
+    assert_eq!(check(&doc, "straggler")["status"], "pass");
 }

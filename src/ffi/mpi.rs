@@ -278,3 +278,53 @@ pub fn bcast_bytes(comm: MPI_Comm, root: usize, data: &mut Vec<u8>) -> Result<()
         )
     }
 }
+
+/// MPI_Comm_split: ranks with the same `color` get one new communicator, ordered by `key`;
+/// `None` (MPI_UNDEFINED) takes part in the split and gets no communicator.
+pub fn comm_split(
+    comm: MPI_Comm,
+    color: Option<u32>,
+    key: usize,
+) -> Result<Option<MPI_Comm>, MpiError> {
+    // SAFETY: reading MPI's predefined constants; the out-pointer is valid.
+    unsafe {
+        let c = color.map_or(mpi::ffi::RSMPI_UNDEFINED, |c| c as c_int);
+        let mut out = mpi::ffi::RSMPI_COMM_NULL;
+        check(
+            "MPI_Comm_split",
+            mpi::ffi::MPI_Comm_split(comm, c, key as c_int, &mut out),
+        )?;
+        Ok((out != mpi::ffi::RSMPI_COMM_NULL).then_some(out))
+    }
+}
+
+/// Frees a communicator made by `comm_split`.
+pub fn comm_free(mut comm: MPI_Comm) -> Result<(), MpiError> {
+    // SAFETY: comm came from MPI_Comm_split and is freed once.
+    check("MPI_Comm_free", unsafe {
+        mpi::ffi::MPI_Comm_free(&mut comm)
+    })
+}
+
+/// Element-wise reduction of u64s, known to every rank.
+pub fn allreduce_u64s(comm: MPI_Comm, data: &[u64], op: MPI_Op) -> Result<Vec<u64>, MpiError> {
+    let mut out = vec![0u64; data.len()];
+    let count = c_int::try_from(data.len()).map_err(|_| MpiError {
+        call: "MPI_Allreduce",
+        code: -1,
+        class: -1,
+        message: format!("{} values do not fit one MPI count", data.len()),
+    })?;
+    // SAFETY: both buffers hold `count` u64.
+    unsafe {
+        allreduce(
+            data.as_ptr() as *const c_void,
+            out.as_mut_ptr() as *mut c_void,
+            count,
+            mpi::ffi::RSMPI_UINT64_T,
+            op,
+            comm,
+        )?;
+    }
+    Ok(out)
+}

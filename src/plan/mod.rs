@@ -268,6 +268,9 @@ pub struct SweepPlan {
     /// Rank that sleeps before each timed call (test hook: a planted straggler), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug_slow_rank: Option<SlowRank>,
+    /// `--localize`: time node pairs after the sweep.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub localize: bool,
 }
 
 /// `--debug-slow-rank RANK:DELAY`.
@@ -467,6 +470,13 @@ impl Plan {
             ));
         }
         let timeout = parse_timeout(&args.timeout)?;
+        if args.localize && args.topology.is_none() {
+            return Err(bad(
+                "--localize",
+                "names its culprit in the verdict, and there is no verdict without a topology",
+                "add --topology FILE (e.g. topologies/local-cpu.toml)",
+            ));
+        }
         let placements = match args.placement {
             PlacementArg::Both => vec![Placement::OutOfPlace, Placement::InPlace],
             PlacementArg::Out => vec![Placement::OutOfPlace],
@@ -513,6 +523,7 @@ impl Plan {
                     .as_deref()
                     .map(parse_slow_rank)
                     .transpose()?,
+                localize: args.localize,
             },
             backend,
             gpu: args.gpu,

@@ -587,6 +587,7 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported, ImportError> {
             timeout: None,
             debug_corrupt_rank: None,
             debug_slow_rank: None,
+            localize: false,
         },
         notes: notes.clone(),
         results: records,

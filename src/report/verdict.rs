@@ -16,6 +16,7 @@ use crate::metrics::Record;
 use crate::plan::size::format_size;
 use crate::plan::topology::{Check, Metric, Nodes, Scope, Topology};
 use crate::report::RunDoc;
+use crate::runner::localize::Localization;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,9 +137,107 @@ pub struct Verdict {
     pub stragglers: Vec<RankScore>,
     pub ranks: Vec<RankScore>,
     pub nodes: Vec<NodeScore>,
+    /// `--localize`: node pairs, suspects and what the re-pairing confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localization: Option<Localization>,
 }
 
 impl Verdict {
+    /// Adds the `localize` check from a localization and judges the overall again.
+    pub fn add_localization(&mut self, l: Localization) {
+        let pairs: usize = l.rounds.iter().map(Vec::len).sum();
+        let expected = format!("every node pair within {}x of the typical pair", l.factor);
+        let culprits: Vec<String> = l
+            .suspects
+            .iter()
+            .filter(|c| c.confirmed)
+            .map(|c| {
+                format!(
+                    "node {}: slow with {}/{} partners, and again with healthy {} ({}x)",
+                    c.node,
+                    c.slow_pairs,
+                    c.pairs,
+                    c.confirmed_with.as_deref().unwrap_or("?"),
+                    c.factor
+                )
+            })
+            .chain(l.bad_links.iter().filter(|b| b.confirmed).map(|b| {
+                format!(
+                    "link {}-{}: {}x while both nodes are fine with the others, again on a re-run",
+                    b.a, b.b, b.factor
+                )
+            }))
+            .collect();
+        let unconfirmed: Vec<String> = l
+            .suspects
+            .iter()
+            .filter(|c| !c.confirmed)
+            .map(|c| {
+                format!(
+                    "node {} (slow with {}/{} partners)",
+                    c.node, c.slow_pairs, c.pairs
+                )
+            })
+            .chain(
+                l.bad_links
+                    .iter()
+                    .filter(|b| !b.confirmed)
+                    .map(|b| format!("link {}-{}", b.a, b.b)),
+            )
+            .collect();
+        let slowest = l
+            .rounds
+            .iter()
+            .flatten()
+            .max_by(|a, b| a.factor.total_cmp(&b.factor));
+        let summary = format!(
+            "{} node(s), {} pair(s) in {} round(s) of {} x all_reduce {}; typical pair {} us; slowest {}",
+            l.nodes.len(),
+            pairs,
+            l.rounds.len(),
+            l.iterations,
+            format_size(l.size_bytes),
+            l.baseline_us,
+            slowest.map_or("-".to_string(), |p| format!("{}-{} at {}x", p.a, p.b, p.factor))
+        );
+        let check = if let Some(note) = &l.note {
+            CheckResult::plain(
+                "localize",
+                Status::Skipped,
+                "-".into(),
+                expected,
+                format!("not applicable: {note}"),
+            )
+        } else if !culprits.is_empty() {
+            CheckResult::plain(
+                "localize",
+                Status::Fail,
+                culprits.join("; "),
+                expected,
+                summary,
+            )
+        } else if !unconfirmed.is_empty() {
+            CheckResult::plain(
+                "localize",
+                Status::Warn,
+                format!("not confirmed on re-pairing: {}", unconfirmed.join(", ")),
+                expected,
+                summary,
+            )
+        } else {
+            CheckResult::plain(
+                "localize",
+                Status::Pass,
+                format!("no bad node or link in {pairs} pair(s)"),
+                expected,
+                summary,
+            )
+        };
+        self.checks.push(check);
+        self.localization = Some(l);
+        self.overall = overall(&self.checks);
+    }
+
     pub fn is_ready(&self) -> bool {
         self.overall == Overall::Ready
     }
@@ -674,16 +773,8 @@ pub fn evaluate(t: &Topology, doc: &RunDoc) -> Verdict {
             format!("median of each host's ranks' p50 ratios, over {hosts} hosts"),
         ));
     }
-    let failed = checks.iter().any(|c| c.status == Status::Fail);
-    let judged = checks
-        .iter()
-        .any(|c| matches!(c.status, Status::Pass | Status::Warn));
     Verdict {
-        overall: if failed || !judged {
-            Overall::NotReady
-        } else {
-            Overall::Ready
-        },
+        overall: overall(&checks),
         topology: TopologyRef {
             name: t.name.clone(),
             file: t.file.display().to_string(),
@@ -698,6 +789,20 @@ pub fn evaluate(t: &Topology, doc: &RunDoc) -> Verdict {
         stragglers: f.flagged,
         ranks: f.ranks,
         nodes: f.nodes,
+        localization: None,
+    }
+}
+
+/// Not ready when any check failed, or when none could be judged.
+fn overall(checks: &[CheckResult]) -> Overall {
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    let judged = checks
+        .iter()
+        .any(|c| matches!(c.status, Status::Pass | Status::Warn));
+    if failed || !judged {
+        Overall::NotReady
+    } else {
+        Overall::Ready
     }
 }
 

@@ -9,6 +9,7 @@
 //! preallocated slots.
 
 pub mod check;
+pub mod localize;
 pub mod watchdog;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,0 +1,348 @@
+//! Localization (`--localize`): node pairs in n-1 rounds (circle method), each pair timing an
+//! all-reduce on its own MPI sub-communicator; then every suspect is re-paired with a healthy node.
+//!
+//! Rule: the baseline is the median over nodes of each node's fastest pair; a pair is slow beyond
+//! `factor` x baseline. A node slow with most of its partners is a suspect, and is named the
+//! culprit when it is still slow paired with a healthy node. A slow pair of two nodes that are
+//! fine with everyone else is a bad link, named when a re-run is slow again. MPI on host memory.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::watchdog::Watchdog;
+use super::RunError;
+use crate::backend::mpi::MpiBackend;
+use crate::backend::{Backend, Call};
+use crate::bootstrap::MpiWorld;
+use crate::ffi::mpi::{self as mpic, MPI_Comm};
+use crate::plan::{Collective, DType, Placement, RedOp};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PairTime {
+    pub a: String,
+    pub b: String,
+    /// Median per-call all-reduce time of the pair's slowest rank, in us.
+    pub time_us: f64,
+    /// time / baseline.
+    pub factor: f64,
+    pub slow: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Culprit {
+    pub node: String,
+    pub slow_pairs: usize,
+    pub pairs: usize,
+    /// The healthy node it was re-paired with, and whether that pair was slow too.
+    pub confirmed_with: Option<String>,
+    pub confirmed: bool,
+    pub factor: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BadLink {
+    pub a: String,
+    pub b: String,
+    pub factor: f64,
+    pub confirmed: bool,
+}
+
+/// What localization found, known to every rank.
+#[derive(Clone, Debug, Serialize)]
+pub struct Localization {
+    pub size_bytes: u64,
+    pub iterations: u32,
+    pub factor: f64,
+    pub nodes: Vec<String>,
+    pub baseline_us: f64,
+    pub rounds: Vec<Vec<PairTime>>,
+    pub confirmations: Vec<PairTime>,
+    /// Suspects: confirmed ones are culprits; the others did not repeat.
+    pub suspects: Vec<Culprit>,
+    pub bad_links: Vec<BadLink>,
+    /// Why nothing could be localized (fewer than 3 nodes), if so.
+    pub note: Option<String>,
+}
+
+/// Rounds of node pairs in which every pair meets once (a bye where the count is odd).
+pub fn circle_rounds(n: usize) -> Vec<Vec<(usize, usize)>> {
+    if n < 2 {
+        return Vec::new();
+    }
+    let m = n + n % 2;
+    let mut seats: Vec<usize> = (0..m).collect();
+    let mut rounds = Vec::with_capacity(m - 1);
+    for _ in 0..m - 1 {
+        let mut pairs = Vec::new();
+        for k in 0..m / 2 {
+            let (a, b) = (seats[k], seats[m - 1 - k]);
+            if a < n && b < n {
+                pairs.push((a.min(b), a.max(b)));
+            }
+        }
+        rounds.push(pairs);
+        seats[1..].rotate_right(1);
+    }
+    rounds
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One pair's all-reduce time on its communicator: each rank's median per-call time (robust to a
+/// descheduled call), the slowest rank's at the pair's rank 0. A rank that arrives late makes its
+/// partner wait inside every call, so the pair is slow either way.
+fn time_pair(
+    sub: MPI_Comm,
+    bytes: u64,
+    iters: u32,
+    slow: Option<Duration>,
+) -> Result<Option<u64>, RunError> {
+    let count = (bytes / 4).max(1);
+    let mut b = MpiBackend::new(sub, count * 4, 1);
+    b.prepare(&Call {
+        op: Collective::AllReduce,
+        dtype: DType::Float,
+        redop: Some(RedOp::Sum),
+        count,
+        buffer_elems: count,
+        placement: Placement::OutOfPlace,
+    })?;
+    b.launch()?;
+    b.barrier()?;
+    let mut samples = Vec::with_capacity(iters as usize);
+    for _ in 0..iters.max(1) {
+        if let Some(d) = slow {
+            std::thread::sleep(d);
+        }
+        let t0 = crate::backend::now_ns();
+        b.launch()?;
+        samples.push(crate::backend::now_ns() - t0);
+    }
+    samples.sort_unstable();
+    let t = samples[samples.len() / 2];
+    // SAFETY: reading MPI's predefined op handle.
+    let max = unsafe { mpi::ffi::RSMPI_MAX };
+    Ok(mpic::reduce_u64(sub, 0, &[t], max)?.map(|v| v[0]))
+}
+
+struct Ctx<'a> {
+    world: &'a MpiWorld,
+    watchdog: &'a Watchdog,
+    node_of_rank: Vec<usize>,
+    bytes: u64,
+    iters: u32,
+    slow: Option<Duration>,
+}
+
+impl Ctx<'_> {
+    /// Runs `pairs` at once, each on its own communicator; every rank learns every pair's time (ns).
+    fn round(&self, pairs: &[(usize, usize)]) -> Result<Vec<u64>, RunError> {
+        let me = self.node_of_rank[self.world.rank];
+        let color = pairs.iter().position(|&(a, b)| a == me || b == me);
+        self.watchdog.arm("localization round", None);
+        let sub = mpic::comm_split(self.world.comm(), color.map(|c| c as u32), self.world.rank)?;
+        let mut times = vec![0u64; pairs.len()];
+        if let (Some(sub), Some(c)) = (sub, color) {
+            if let Some(t) = time_pair(sub, self.bytes, self.iters, self.slow)? {
+                times[c] = t;
+            }
+            mpic::comm_free(sub)?;
+        }
+        // SAFETY: reading MPI's predefined op handle.
+        let sum = unsafe { mpi::ffi::RSMPI_SUM };
+        let all = mpic::allreduce_u64s(self.world.comm(), &times, sum)?;
+        self.watchdog.disarm();
+        Ok(all)
+    }
+}
+
+/// Every rank calls this after the sweep; all of them get the same answer.
+pub fn run(
+    world: &MpiWorld,
+    watchdog: &Watchdog,
+    bytes: u64,
+    iters: u32,
+    factor: f64,
+    slow: Option<Duration>,
+) -> Result<Localization, RunError> {
+    // Every rank learns every rank's host, in rank order.
+    let me = crate::bootstrap::hostname();
+    watchdog.arm("localization: exchanging host names", None);
+    let gathered = mpic::gather_bytes(world.comm(), 0, me.as_bytes())?;
+    let mut joined = gathered
+        .map(|v| {
+            v.iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+        .into_bytes();
+    mpic::bcast_bytes(world.comm(), 0, &mut joined)?;
+    watchdog.disarm();
+    let hosts: Vec<String> = String::from_utf8_lossy(&joined)
+        .split('\n')
+        .map(str::to_string)
+        .collect();
+    let mut nodes: Vec<String> = Vec::new();
+    let node_of_rank: Vec<usize> = hosts
+        .iter()
+        .map(|h| {
+            nodes.iter().position(|n| n == h).unwrap_or_else(|| {
+                nodes.push(h.clone());
+                nodes.len() - 1
+            })
+        })
+        .collect();
+    let ctx = Ctx {
+        world,
+        watchdog,
+        node_of_rank,
+        bytes,
+        iters,
+        slow,
+    };
+    let n = nodes.len();
+    let mut out = Localization {
+        size_bytes: (bytes / 4).max(1) * 4,
+        iterations: iters,
+        factor,
+        nodes: nodes.clone(),
+        baseline_us: f64::NAN,
+        rounds: Vec::new(),
+        confirmations: Vec::new(),
+        suspects: Vec::new(),
+        bad_links: Vec::new(),
+        note: None,
+    };
+    if n < 3 {
+        out.note = Some(format!(
+            "{n} node(s): pairing needs 3 or more to tell a bad node from its partner"
+        ));
+        return Ok(out);
+    }
+    let mut measured: Vec<(usize, usize, f64)> = Vec::new();
+    let rounds = circle_rounds(n);
+    for pairs in &rounds {
+        let t = ctx.round(pairs)?;
+        measured.extend(
+            pairs
+                .iter()
+                .zip(&t)
+                .map(|(&(a, b), &ns)| (a, b, ns as f64 / 1000.0)),
+        );
+    }
+    let fastest: Vec<f64> = (0..n)
+        .map(|i| {
+            measured
+                .iter()
+                .filter(|p| p.0 == i || p.1 == i)
+                .map(|p| p.2)
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let baseline = median(&mut fastest.clone()).max(1e-3);
+    out.baseline_us = round3(baseline);
+    let pair_time = |a: usize, b: usize, t: f64| PairTime {
+        a: nodes[a].clone(),
+        b: nodes[b].clone(),
+        time_us: round3(t),
+        factor: round3(t / baseline),
+        slow: t > factor * baseline,
+    };
+    let mut k = 0;
+    for pairs in &rounds {
+        out.rounds.push(
+            pairs
+                .iter()
+                .map(|_| {
+                    let (a, b, t) = measured[k];
+                    k += 1;
+                    pair_time(a, b, t)
+                })
+                .collect(),
+        );
+    }
+    let is_slow = |t: f64| t > factor * baseline;
+    let slow_count = |i: usize| {
+        let mine: Vec<&(usize, usize, f64)> =
+            measured.iter().filter(|p| p.0 == i || p.1 == i).collect();
+        (mine.iter().filter(|p| is_slow(p.2)).count(), mine.len())
+    };
+    let suspects: Vec<usize> = (0..n)
+        .filter(|&i| {
+            let (s, all) = slow_count(i);
+            2 * s > all
+        })
+        .collect();
+    let mut healthy: Vec<usize> = (0..n).filter(|i| !suspects.contains(i)).collect();
+    healthy.sort_by(|&a, &b| fastest[a].total_cmp(&fastest[b]));
+    for (j, &s) in suspects.iter().enumerate() {
+        let (slow_pairs, pairs) = slow_count(s);
+        let mut c = Culprit {
+            node: nodes[s].clone(),
+            slow_pairs,
+            pairs,
+            confirmed_with: None,
+            confirmed: false,
+            factor: f64::NAN,
+        };
+        if let Some(&h) = healthy.get(j % healthy.len().max(1)) {
+            let t = ctx.round(&[(s.min(h), s.max(h))])?[0] as f64 / 1000.0;
+            c.confirmed_with = Some(nodes[h].clone());
+            c.confirmed = is_slow(t);
+            c.factor = round3(t / baseline);
+            out.confirmations.push(pair_time(s.min(h), s.max(h), t));
+        }
+        out.suspects.push(c);
+    }
+    for &(a, b, t) in &measured {
+        if is_slow(t) && !suspects.contains(&a) && !suspects.contains(&b) {
+            let again = ctx.round(&[(a, b)])?[0] as f64 / 1000.0;
+            out.confirmations.push(pair_time(a, b, again));
+            out.bad_links.push(BadLink {
+                a: nodes[a].clone(),
+                b: nodes[b].clone(),
+                factor: round3(t / baseline),
+                confirmed: is_slow(again),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circle_rounds_meet_every_pair_once() {
+        for n in 2..=9 {
+            let rounds = circle_rounds(n);
+            assert_eq!(rounds.len(), n + n % 2 - 1, "n={n}");
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &rounds {
+                let mut busy = std::collections::BTreeSet::new();
+                for &(a, b) in r {
+                    assert!(a < b && b < n);
+                    assert!(busy.insert(a) && busy.insert(b), "a node twice in a round");
+                    assert!(seen.insert((a, b)), "pair ({a},{b}) twice");
+                }
+            }
+            assert_eq!(seen.len(), n * (n - 1) / 2, "n={n}");
+        }
+        assert!(circle_rounds(1).is_empty());
+    }
+}
