@@ -460,3 +460,54 @@ fn timing_localize_names_the_host_of_a_planted_straggler_on_four_hosts() {
     assert_ne!(check(&doc, "localize")["status"], "fail");
     assert_eq!(check(&doc, "straggler")["status"], "pass");
 }
+
+#[test]
+fn timing_localize_names_the_host_behind_a_rate_limited_link() {
+    use collbench::control::link::{self, BitRate, Fault, IfaceName, NetnsName, Where};
+    if !is_root() {
+        eprintln!("SKIP: this test needs root (network namespaces); CI runs it as root");
+        return;
+    }
+    let c = Cluster::up(4);
+    let h2 = format!("{}-h2", c.prefix);
+    let at = Where::Netns(NetnsName::parse(&h2).unwrap());
+    let fault = Fault::Rate {
+        iface: IfaceName::parse("eth0").unwrap(),
+        rate: BitRate::parse("100mbit").unwrap(),
+        burst: None,
+    };
+    let lease = link::apply(&fault, &at).expect("rate-limit h2's eth0");
+    let topo = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/vcluster-cpu.toml");
+    let (_t, out) = fresh_out();
+    let o = c.mpirun(
+        4,
+        &[
+            "-b",
+            "32K",
+            "-e",
+            "64K",
+            "-n",
+            "10",
+            "--op",
+            "all_reduce",
+            "--topology",
+            topo.to_str().unwrap(),
+            "--localize",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let _ = link::revert(&lease);
+    let (stdout, _) = expect_code(&o, 1);
+    let doc = read_run(&out);
+    assert_schema_valid(&doc);
+    let l = &verdict(&doc)["localization"];
+    let suspects = l["suspects"].as_array().unwrap();
+    assert_eq!(suspects.len(), 1, "{l}");
+    assert_eq!(suspects[0]["node"], h2.as_str(), "{l}");
+    assert_eq!(suspects[0]["confirmed"], true, "{l}");
+    assert!(
+        stdout.contains(&format!("node {h2}: slow with 3/3")),
+        "{stdout}"
+    );
+}
