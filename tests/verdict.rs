@@ -171,7 +171,7 @@ fn timing_a_healthy_local_run_is_ready() {
     assert_eq!(v["ranks"].as_array().unwrap().len(), 4);
     let bw = check(&doc, "all_reduce busbw 32K-64K");
     assert!(bw["status"] == "pass" || bw["status"] == "warn", "{bw}");
-    assert!(bw["measured"].as_f64().unwrap() >= 0.05, "{bw}");
+    assert!(bw["measured"].as_f64().unwrap() >= 0.002, "{bw}");
     assert_eq!(check(&doc, "straggler")["status"], "pass");
     // One host: nothing to pair, and the check says so.
     let loc = check(&doc, "localize");
