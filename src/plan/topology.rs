@@ -194,17 +194,16 @@ impl fmt::Display for Topology {
             };
             writeln!(
                 f,
-                "  check {} (line {}): {} {} {} at {} [{}]: pass {cmp} {}, warn {cmp} {}, fail {worse} {}",
+                "  check {} (line {}): {} {} at {} [{}]: pass {cmp} {u}, warn {cmp} {w}{unit}, fail {worse} {w}{unit}",
                 c.name,
                 c.line,
                 c.op.name(),
                 c.metric.name(),
-                c.metric.unit(),
                 c.sizes(),
                 c.scope.name(),
-                c.pass,
-                c.warn,
-                c.warn
+                u = c.pass,
+                w = c.warn,
+                unit = format_args!(" {}", c.metric.unit()),
             )?;
         }
         write!(

@@ -12,9 +12,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::bootstrap::RankInfo;
 use crate::metrics::Record;
 use crate::plan::size::format_size;
-use crate::plan::topology::{Check, Metric, Nodes, Scope, Topology};
+use crate::plan::topology::{Check, Metric, Nodes, Scope, StragglerRule, Topology};
 use crate::report::RunDoc;
 use crate::runner::localize::Localization;
 
@@ -484,15 +485,13 @@ struct Findings {
     nodes: Vec<NodeScore>,
 }
 
-fn stragglers(t: &Topology, doc: &RunDoc) -> Findings {
-    let rule = &t.straggler;
-    let n = doc.world_size;
+fn stragglers(rule: &StragglerRule, results: &[Record], infos: &[RankInfo], n: usize) -> Findings {
     let expected = format!(
         "within {}x of the median rank (warn {}x)",
         rule.fail_factor, rule.warn_factor
     );
     let host_of = |rank: usize| {
-        doc.ranks
+        infos
             .iter()
             .find(|r| r.rank == rank)
             .map_or_else(|| "?".to_string(), |r| r.hostname.clone())
@@ -517,7 +516,7 @@ fn stragglers(t: &Topology, doc: &RunDoc) -> Findings {
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut medians = Vec::new();
-    for r in &doc.results {
+    for r in results {
         if r.size_bytes == 0 || r.size_bytes < rule.min_bytes || r.per_rank.len() != n {
             continue;
         }
@@ -754,7 +753,7 @@ pub fn evaluate(t: &Topology, doc: &RunDoc) -> Verdict {
     for c in &t.checks {
         checks.push(judge(c, &doc.results, hosts));
     }
-    let f = stragglers(t, doc);
+    let f = stragglers(&t.straggler, &doc.results, &doc.ranks, doc.world_size);
     checks.push(f.check);
     if hosts > 1 && !f.nodes.is_empty() {
         let worst = f
@@ -809,6 +808,99 @@ fn overall(checks: &[CheckResult]) -> Overall {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{LatencyHistogram, RankSummary};
+    use crate::plan::{Collective, DType, Placement};
+
+    fn record(size: u64, p50s: &[f64]) -> Record {
+        Record {
+            op: Collective::AllReduce,
+            dtype: DType::Float,
+            redop: "sum".into(),
+            root: -1,
+            placement: Placement::OutOfPlace,
+            size_bytes: size,
+            count: size / 4,
+            iterations: 20,
+            time_us: 1.0,
+            time_us_min_rank: 1.0,
+            time_us_max_rank: 1.0,
+            algbw_gbps: 1.0,
+            busbw_gbps: 1.0,
+            wrong: Some(0),
+            latency: Default::default(),
+            skew: Default::default(),
+            per_rank: p50s
+                .iter()
+                .enumerate()
+                .map(|(rank, &p50_us)| RankSummary {
+                    rank,
+                    time_us: p50_us,
+                    wrong: 0,
+                    p50_us,
+                    p99_us: p50_us,
+                    max_us: p50_us,
+                    mean_us: p50_us,
+                })
+                .collect(),
+            histogram_tag: String::new(),
+            start_unix_s: 0.0,
+            histogram: LatencyHistogram::new(),
+        }
+    }
+
+    fn info(rank: usize, host: &str) -> RankInfo {
+        RankInfo {
+            rank,
+            local_rank: 0,
+            hostname: host.into(),
+            pid: 1,
+            gpu: None,
+            pci_bus_id: None,
+            gpu_name: None,
+        }
+    }
+
+    #[test]
+    fn a_rank_slow_inside_the_call_is_named_with_its_host() {
+        let rule = StragglerRule {
+            warn_factor: 1.5,
+            fail_factor: 2.0,
+            min_bytes: 1024,
+        };
+        let infos = [info(0, "a"), info(1, "a"), info(2, "b"), info(3, "b")];
+        // Rank 3 takes 3x in most records; one record where it is not, and a small record
+        // (below min_size) where rank 0 looks slow, do not change the verdict.
+        let records = [
+            record(512, &[90.0, 10.0, 10.0, 10.0]),
+            record(1024, &[10.0, 11.0, 10.0, 30.0]),
+            record(2048, &[20.0, 20.0, 21.0, 61.0]),
+            record(4096, &[40.0, 41.0, 40.0, 40.0]),
+        ];
+        let f = stragglers(&rule, &records, &infos, 4);
+        assert_eq!(f.check.status, Status::Fail);
+        assert_eq!(f.flagged.len(), 1);
+        assert_eq!(f.flagged[0].rank, 3);
+        assert_eq!(f.flagged[0].records, 3);
+        assert_eq!(
+            f.check.measured,
+            serde_json::Value::from("rank 3 on host b is 2.9x the median rank")
+        );
+        // Host b's ranks: 1.0x and 2.9x, median 2.0x; host a is 1.0x.
+        let b = f.nodes.iter().find(|n| n.host == "b").unwrap();
+        assert_eq!(b.ranks, vec![2, 3]);
+        assert!(b.factor > 1.5 && b.factor < 2.1, "{b:?}");
+        assert_eq!(
+            f.nodes.iter().find(|n| n.host == "a").unwrap().status,
+            Status::Pass
+        );
+
+        let healthy = [record(2048, &[20.0, 21.0, 19.0, 20.5])];
+        let f = stragglers(&rule, &healthy, &infos, 4);
+        assert_eq!(f.check.status, Status::Pass);
+        assert!(f.flagged.is_empty());
+        let f = stragglers(&rule, &healthy, &infos[..2], 2);
+        assert_eq!(f.check.status, Status::Skipped);
+    }
 
     #[test]
     fn levels_go_the_metric_s_way() {
