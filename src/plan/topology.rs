@@ -194,7 +194,7 @@ impl fmt::Display for Topology {
             };
             writeln!(
                 f,
-                "  check {} (line {}): {} {} at {} [{}]: pass {cmp} {u}, warn {cmp} {w}{unit}, fail {worse} {w}{unit}",
+                "  check {} (line {}): {} {} at {} [{}]: pass {cmp} {u}{unit}, warn {cmp} {w}{unit}, fail {worse} {w}{unit}",
                 c.name,
                 c.line,
                 c.op.name(),
