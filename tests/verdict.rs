@@ -420,12 +420,21 @@ fn timing_localize_names_the_host_of_a_planted_straggler_on_four_hosts() {
     assert_eq!(doc["ranks"][2]["hostname"], h3.as_str(), "--map-by node");
     let l = &verdict(&doc)["localization"];
     assert_eq!(l["rounds"].as_array().unwrap().len(), 3, "{l}");
-    let suspects = l["suspects"].as_array().unwrap();
-    assert_eq!(suspects.len(), 1, "{l}");
-    assert_eq!(suspects[0]["node"], h3.as_str());
-    assert_eq!(suspects[0]["confirmed"], true, "{l}");
-    assert_eq!(suspects[0]["slow_pairs"], 3);
-    assert!(l["bad_links"].as_array().unwrap().is_empty(), "{l}");
+    // Noise may make a pair of healthy nodes look slow once; a re-run must clear it.
+    let confirmed = |key: &str| -> Vec<serde_json::Value> {
+        l[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["confirmed"] == true)
+            .cloned()
+            .collect()
+    };
+    let culprits = confirmed("suspects");
+    assert_eq!(culprits.len(), 1, "{l}");
+    assert_eq!(culprits[0]["node"], h3.as_str());
+    assert_eq!(culprits[0]["slow_pairs"], 3);
+    assert!(confirmed("bad_links").is_empty(), "{l}");
     let loc = check(&doc, "localize");
     assert_eq!(loc["status"], "fail");
     assert!(
@@ -502,10 +511,14 @@ fn timing_localize_names_the_host_behind_a_rate_limited_link() {
     let doc = read_run(&out);
     assert_schema_valid(&doc);
     let l = &verdict(&doc)["localization"];
-    let suspects = l["suspects"].as_array().unwrap();
-    assert_eq!(suspects.len(), 1, "{l}");
-    assert_eq!(suspects[0]["node"], h2.as_str(), "{l}");
-    assert_eq!(suspects[0]["confirmed"], true, "{l}");
+    let culprits: Vec<&serde_json::Value> = l["suspects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["confirmed"] == true)
+        .collect();
+    assert_eq!(culprits.len(), 1, "{l}");
+    assert_eq!(culprits[0]["node"], h2.as_str(), "{l}");
     assert!(
         stdout.contains(&format!("node {h2}: slow with 3/3")),
         "{stdout}"

@@ -2,8 +2,9 @@
 //! all-reduce on its own MPI sub-communicator; then every suspect is re-paired with a healthy node.
 //!
 //! Rule: the baseline is the median over nodes of each node's fastest pair; a pair is slow beyond
-//! `factor` x baseline. A node slow with most of its partners is a suspect, and is named the
-//! culprit when it is still slow paired with a healthy node. A slow pair of two nodes that are
+//! `factor` x baseline. A node slow with most of its partners is a suspect (worst first; a
+//! suspect's pairs then no longer count against its partners), and is named the culprit when it
+//! is still slow paired with a healthy node. A slow pair of two nodes that are
 //! fine with everyone else is a bad link, named when a re-run is slow again. MPI on host memory.
 
 use std::time::Duration;
@@ -277,12 +278,7 @@ pub fn run(
             measured.iter().filter(|p| p.0 == i || p.1 == i).collect();
         (mine.iter().filter(|p| is_slow(p.2)).count(), mine.len())
     };
-    let suspects: Vec<usize> = (0..n)
-        .filter(|&i| {
-            let (s, all) = slow_count(i);
-            2 * s > all
-        })
-        .collect();
+    let suspects = pick_suspects(&measured, n, factor * baseline);
     let mut healthy: Vec<usize> = (0..n).filter(|i| !suspects.contains(i)).collect();
     healthy.sort_by(|&a, &b| fastest[a].total_cmp(&fastest[b]));
     for (j, &s) in suspects.iter().enumerate() {
@@ -319,6 +315,37 @@ pub fn run(
     Ok(out)
 }
 
+/// Nodes slow with most of their partners, worst first; once a node is a suspect its pairs no
+/// longer count against its partners, so a noisy pair next to a bad node makes no second suspect.
+fn pick_suspects(measured: &[(usize, usize, f64)], n: usize, limit: f64) -> Vec<usize> {
+    let mut suspects: Vec<usize> = Vec::new();
+    loop {
+        let score = |i: usize| {
+            let mine: Vec<&(usize, usize, f64)> = measured
+                .iter()
+                .filter(|p| {
+                    (p.0 == i || p.1 == i) && !suspects.contains(&p.0) && !suspects.contains(&p.1)
+                })
+                .collect();
+            let slow = mine.iter().filter(|p| p.2 > limit).count();
+            let worst = mine.iter().map(|p| p.2).fold(0.0, f64::max);
+            (slow, mine.len(), worst)
+        };
+        let next = (0..n)
+            .filter(|i| !suspects.contains(i))
+            .map(|i| (i, score(i)))
+            .filter(|&(_, (slow, all, _))| 2 * slow > all)
+            .max_by(|a, b| {
+                let r = |x: &(usize, (usize, usize, f64))| x.1 .0 as f64 / x.1 .1 as f64;
+                r(a).total_cmp(&r(b)).then(a.1 .2.total_cmp(&b.1 .2))
+            });
+        match next {
+            Some((i, _)) => suspects.push(i),
+            None => return suspects,
+        }
+    }
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -344,5 +371,32 @@ mod tests {
             assert_eq!(seen.len(), n * (n - 1) / 2, "n={n}");
         }
         assert!(circle_rounds(1).is_empty());
+    }
+
+    #[test]
+    fn a_noisy_pair_next_to_a_bad_node_makes_no_second_suspect() {
+        // Node 2 is slow with everyone; the pair (1, 3) was slow once by chance.
+        let m = [
+            (0, 3, 1.0),
+            (1, 2, 30.0),
+            (0, 2, 31.0),
+            (1, 3, 6.0),
+            (0, 1, 1.2),
+            (2, 3, 29.0),
+        ];
+        assert_eq!(pick_suspects(&m, 4, 4.0), vec![2]);
+        let healthy = [(0, 1, 1.0), (0, 2, 1.1), (1, 2, 5.0)];
+        assert!(pick_suspects(&healthy, 3, 4.0).is_empty());
+        // Two bad nodes of six.
+        let mut m = Vec::new();
+        for a in 0..6 {
+            for b in a + 1..6 {
+                let bad = [1, 4].contains(&a) || [1, 4].contains(&b);
+                m.push((a, b, if bad { 20.0 } else { 1.0 }));
+            }
+        }
+        let mut s = pick_suspects(&m, 6, 4.0);
+        s.sort();
+        assert_eq!(s, vec![1, 4]);
     }
 }
