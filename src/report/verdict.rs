@@ -192,12 +192,13 @@ impl Verdict {
             .flatten()
             .max_by(|a, b| a.factor.total_cmp(&b.factor));
         let summary = format!(
-            "{} node(s), {} pair(s) in {} round(s) of {} x all_reduce {}; typical pair {} us; slowest {}",
+            "{} node(s), {} pair(s) in {} round(s) of {} x all_reduce {}, fastest of {} passes; typical pair {} us; slowest {}",
             l.nodes.len(),
             pairs,
             l.rounds.len(),
             l.iterations,
             format_size(l.size_bytes),
+            l.passes,
             l.baseline_us,
             slowest.map_or("-".to_string(), |p| format!("{}-{} at {}x", p.a, p.b, p.factor))
         );
