@@ -365,7 +365,8 @@ fn bench_in_world(
         let outcome =
             runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |_| Ok(()))
                 .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
-        localize(plan, world, &watchdog)?;
+        localize(plan, world, &watchdog)
+            .map_err(|e| Failure::CouldNotRun(format!("rank {}: localization: {e}", world.rank)))?;
         return Ok(verdict(outcome.wrong_total, None));
     };
 
@@ -412,10 +413,11 @@ fn bench_in_world(
         }
         Ok(())
     });
-    let located = match &result {
-        Ok(_) => localize(plan, world, &watchdog)?,
-        Err(_) => None,
-    };
+    let mut located = None;
+    let result = result.and_then(|o| {
+        located = localize(plan, world, &watchdog)?;
+        Ok(o)
+    });
     drop(watchdog);
 
     doc.end_time = Some(report::rfc3339_now());
@@ -467,7 +469,7 @@ fn localize(
     plan: &Plan,
     world: &MpiWorld,
     watchdog: &runner::watchdog::Watchdog,
-) -> Result<Option<runner::localize::Localization>, Failure> {
+) -> Result<Option<runner::localize::Localization>, runner::RunError> {
     if !plan.sweep.localize {
         return Ok(None);
     }
@@ -481,9 +483,7 @@ fn localize(
         .filter(|s| s.rank == world.rank)
         .map(|s| s.delay);
     let bytes = plan.sweep.max_bytes.min(1 << 20);
-    runner::localize::run(world, watchdog, bytes, plan.sweep.iterations, factor, slow)
-        .map(Some)
-        .map_err(|e| Failure::CouldNotRun(format!("rank {}: localization: {e}", world.rank)))
+    runner::localize::run(world, watchdog, bytes, plan.sweep.iterations, factor, slow).map(Some)
 }
 
 fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {
