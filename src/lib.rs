@@ -77,6 +77,8 @@ pub fn run(command: Command) -> Result<Outcome, Failure> {
         Command::Compare(args) => report::commands::compare(args),
         Command::History(args) => report::commands::history(args),
         Command::ImportNcclTests(args) => report::commands::import_nccl_tests(args),
+        Command::Controller(args) => control::commands::controller(args),
+        Command::LeaseTimer(args) => control::commands::lease_timer(args),
     }
 }
 
@@ -204,7 +206,23 @@ impl BackendChoice {
     }
 }
 
+/// Where this rank's controller is and the secret to present, when there is one.
+fn controller_of(args: &BenchArgs) -> Result<Option<(control::proto::Addr, String)>, Failure> {
+    let (text, flag) = match &args.controller {
+        Some(a) => (a.clone(), "--controller"),
+        None => match std::env::var(control::proto::ENV_ADDR) {
+            Ok(a) if !a.is_empty() => (a, control::proto::ENV_ADDR),
+            _ => return Ok(None),
+        },
+    };
+    let addr = control::proto::Addr::parse(&text)
+        .map_err(|e| Failure::BadInput(format!("{flag}: {e}")))?;
+    let secret = control::launch::secret_from_env().map_err(Failure::BadInput)?;
+    Ok(Some((addr, secret)))
+}
+
 fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
+    let controller = controller_of(&args)?;
     let env = LauncherEnv::from_env();
     let choice = BackendChoice::probe(args.sweep.backend);
     let facts = choice.facts(env.local_size.unwrap_or(1) as u64);
@@ -214,7 +232,7 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     }
     let world =
         MpiWorld::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
-    let result = bench_in_world(&plan, &world, env, &choice);
+    let result = bench_in_world(&plan, &world, env, &choice, controller);
     drop(world);
     result
 }
@@ -277,6 +295,7 @@ fn bench_in_world(
     world: &MpiWorld,
     env: LauncherEnv,
     choice: &BackendChoice,
+    controller: Option<(control::proto::Addr, String)>,
 ) -> Result<Outcome, Failure> {
     let comm = world.comm();
     if choice.arg == BackendArg::Auto {
@@ -309,13 +328,30 @@ fn bench_in_world(
         .max(plan.sweep.check_iterations);
     // The watchdog aborts the NCCL communicator (once there is one) before ending the rank.
     let abort: Arc<Mutex<Option<ffi::nccl::AbortHandle>>> = Arc::default();
+    let agent_link: Arc<Mutex<Option<Arc<control::agent::Shared>>>> = Arc::default();
     let watchdog = runner::watchdog::Watchdog::start(
         world.rank,
         plan.sweep.timeout,
         Box::new({
             let abort = abort.clone();
+            let agent_link = agent_link.clone();
             move |msg| {
                 say(&format!("collbench: {msg}; aborting this rank"));
+                if let Some(a) = agent_link
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    control::agent::notify(
+                        a,
+                        &control::proto::ToController::Detected {
+                            mechanism: control::proto::Mechanism::WatchdogDeadline,
+                            detail: msg.to_string(),
+                            culprit: None,
+                        },
+                    );
+                    control::agent::goodbye(a, "aborted by its watchdog");
+                }
                 if let Some(h) = abort.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     h.abort();
                 }
@@ -336,14 +372,83 @@ fn bench_in_world(
         }
     };
 
+    let agent = match controller {
+        None => None,
+        Some((addr, secret)) => {
+            let identity = control::agent::Identity {
+                rank: world.rank,
+                world_size: world.size,
+                host: world.hostname.clone(),
+                local_rank: world.local_rank,
+                device: info.pci_bus_id.clone(),
+                out_dir: world.is_root().then(|| out_dir.display().to_string()),
+            };
+            let started =
+                control::agent::Agent::start(&addr, &secret, identity, watchdog.progress());
+            let failed = ffi::mpi::allreduce_sum_u64(comm, started.is_err() as u64)
+                .map_err(could_not_run)?;
+            match started {
+                Err(e) => return Err(Failure::CouldNotRun(format!("rank {}: {e}", world.rank))),
+                Ok(_) if failed > 0 => {
+                    return Err(Failure::CouldNotRun(format!(
+                        "{failed} rank(s) could not register with the controller at {addr}"
+                    )))
+                }
+                Ok(a) => {
+                    *agent_link.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.shared());
+                    backend = Box::new(control::hooks::FaultyBackend::new(
+                        backend,
+                        a.shared(),
+                        world.size,
+                    ));
+                    Some(a)
+                }
+            }
+        }
+    };
+    let result = measure_and_report(
+        plan,
+        world,
+        env,
+        backend,
+        info,
+        notes,
+        &out_dir,
+        &watchdog,
+        agent.as_ref(),
+    );
+    drop(watchdog);
+    if let Some(a) = agent {
+        a.finish(match &result {
+            Ok(Outcome::Success) => "complete",
+            Ok(Outcome::TestFailed(_)) => "complete with a failed test",
+            Err(_) => "failed",
+        });
+    }
+    result
+}
+
+/// Runs the sweep; rank 0 also writes every result file as rows arrive.
+#[allow(clippy::too_many_arguments)]
+fn measure_and_report(
+    plan: &Plan,
+    world: &MpiWorld,
+    env: LauncherEnv,
+    mut backend: Box<dyn Backend + '_>,
+    info: RankInfo,
+    notes: Vec<String>,
+    out_dir: &Path,
+    watchdog: &runner::watchdog::Watchdog,
+    agent: Option<&control::agent::Agent>,
+) -> Result<Outcome, Failure> {
+    let comm = world.comm();
     let info = serde_json::to_vec(&info).map_err(could_not_run)?;
     let infos = ffi::mpi::gather_bytes(comm, 0, &info).map_err(could_not_run)?;
 
     let Some(infos) = infos else {
         // Not rank 0: measure and hand results to rank 0.
-        let outcome =
-            runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |_| Ok(()))
-                .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
+        let outcome = runner::run_sweep(&plan.sweep, backend.as_mut(), world, watchdog, |_| Ok(()))
+            .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
         return Ok(verdict(outcome.wrong_total, None));
     };
 
@@ -381,7 +486,15 @@ fn bench_in_world(
             .map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
     }
 
-    let result = runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |records| {
+    if let Some(a) = agent {
+        a.send(&control::proto::ToController::SweepStarted {
+            unix_s: report::unix_now(),
+        });
+    }
+    let result = runner::run_sweep(&plan.sweep, backend.as_mut(), world, watchdog, |records| {
+        if let Some(a) = agent {
+            report_wrong_data(a, records);
+        }
         doc.results.extend(records.iter().cloned());
         doc.refresh_summary();
         for e in &mut exporters {
@@ -390,7 +503,6 @@ fn bench_in_world(
         }
         Ok(())
     });
-    drop(watchdog);
 
     doc.end_time = Some(report::rfc3339_now());
     doc.refresh_summary();
@@ -419,6 +531,34 @@ fn bench_in_world(
     }
     let wrong = result.map(|o| o.wrong_total).unwrap_or(0);
     Ok(verdict(wrong, Some(&out_dir)))
+}
+
+/// Tells the controller about rows with wrong values, naming the sending rank where the check can.
+fn report_wrong_data(agent: &control::agent::Agent, records: &[metrics::Record]) {
+    for r in records.iter().filter(|r| r.wrong.unwrap_or(0) > 0) {
+        let victims: Vec<usize> = r
+            .per_rank
+            .iter()
+            .filter(|p| p.wrong > 0)
+            .map(|p| p.rank)
+            .collect();
+        let source = r.per_rank.iter().find_map(|p| p.wrong_source);
+        let detail = format!(
+            "{} wrong values in {} {} B {}: received wrong on rank(s) {victims:?}{}",
+            r.wrong.unwrap_or(0),
+            r.op.name(),
+            r.size_bytes,
+            r.placement.label(),
+            match source {
+                Some(s) => format!("; the bad block came from rank {s}"),
+                None if r.op.reduces() =>
+                    "; a reduction spreads one bad input to every rank".into(),
+                None => String::new(),
+            }
+        );
+        let culprit = source.or((victims.len() == 1).then(|| victims[0]));
+        agent.detected(control::proto::Mechanism::WrongData, detail, culprit);
+    }
 }
 
 fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {
@@ -513,21 +653,46 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
             args.mpirun.display()
         ))
     })?;
+    let plan = match &args.plan {
+        Some(p) => {
+            let plan = control::commands::load_plan(p)?;
+            control::commands::check_privilege(&plan, args.allow_privileged, "--allow-privileged")?;
+            Some(plan)
+        }
+        None => None,
+    };
     let exe = bootstrap::local::self_exe().map_err(could_not_run)?;
     let mut sweep = args.sweep.clone();
-    sweep.out = Some(out);
+    sweep.out = Some(out.clone());
     let mut child = vec!["bench".to_string()];
     child.extend(sweep.to_argv());
+    let mut extra = args.mpirun_args.clone();
+    if plan.is_some() && kind == bootstrap::local::MpirunKind::OpenMpi {
+        // Ranks on other hosts get the controller's address and secret file too.
+        for var in [control::proto::ENV_ADDR, control::proto::ENV_SECRET_FILE] {
+            extra.extend(["-x".to_string(), var.to_string()]);
+        }
+    }
     let (argv, env) = bootstrap::local::mpirun_command(
         &args.mpirun,
         kind,
         args.np,
         bootstrap::local::HostFacts::probe(),
-        &args.mpirun_args,
+        &extra,
         &exe,
         &child,
     );
     eprintln!("# collbench local: {}", argv.join(" "));
+    if let Some(plan) = plan {
+        let job = control::launch::Job { argv, env };
+        return control::commands::run_job(
+            plan,
+            args.allow_privileged,
+            &args.listen,
+            Some(job),
+            Some(out),
+        );
+    }
     let code = bootstrap::local::run(&argv, &env)
         .map_err(|e| could_not_run(format!("starting {}: {e}", args.mpirun.display())))?;
     match code {

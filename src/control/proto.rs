@@ -33,6 +33,10 @@ pub enum Mechanism {
     EarlyExit,
     /// A per-iteration straggler: the rank's skew share stands out.
     Straggler,
+    /// The rank's own host saw an interface lose its link (operstate down).
+    LinkDown,
+    /// mpirun ended the job (a rank died or aborted).
+    JobEnded,
 }
 
 impl Mechanism {
@@ -45,6 +49,8 @@ impl Mechanism {
             Mechanism::WrongData => "wrong_data",
             Mechanism::EarlyExit => "early_exit",
             Mechanism::Straggler => "straggler",
+            Mechanism::LinkDown => "link_down",
+            Mechanism::JobEnded => "job_ended",
         }
     }
 }
@@ -76,6 +82,9 @@ pub struct Hello {
     pub pid_ns: String,
     /// The results folder rank 0 writes, so a standalone controller can add the fault timeline.
     pub out_dir: Option<String>,
+    /// This host's IPv4 addresses: (interface, address/prefix), loopback left out.
+    #[serde(default)]
+    pub addrs: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,6 +119,11 @@ pub enum ToController {
         id: usize,
         error: String,
     },
+    /// An armed point was reached (the fault applies from now).
+    PointReached {
+        id: usize,
+        unix_s: f64,
+    },
     /// The rank is done; nothing more follows.
     Goodbye {
         reason: String,
@@ -128,8 +142,26 @@ pub enum Action {
     Exit,
     /// SIGKILL itself (when the controller cannot signal the pid).
     Kill,
-    /// SIGSTOP itself, with a detached timer process sending SIGCONT after `duration_ms`.
-    Hang { duration_ms: u64 },
+    /// SIGSTOP itself, with a detached timer process sending SIGCONT after the duration.
+    Hang,
+    /// A link fault on this host; the agent validates every value again before use.
+    Link(LinkSpec),
+}
+
+/// A link fault as it crosses the wire: kind and typed parameters, never a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    /// down | loss | rate | partition | flap | delay
+    pub kind: String,
+    /// The interface; for a partition without one, the agent picks the interface whose subnet
+    /// holds the peers.
+    pub iface: Option<String>,
+    pub loss_hundredths: Option<u32>,
+    pub rate_bps: Option<u64>,
+    /// Peer addresses (IPv4, optional /prefix) for a partition.
+    pub peers: Vec<String>,
+    pub delay_us: Option<u64>,
+    pub period_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,18 +170,20 @@ pub enum ToRank {
     Welcome {
         heartbeat_ms: u64,
     },
-    /// Apply now.
+    /// Apply now; the agent reverts by itself after `duration_ms` if no Revert came first.
     Apply {
         id: usize,
         action: Action,
+        duration_ms: Option<u64>,
     },
-    /// Apply when this rank reaches the point (op, size, iteration).
+    /// Apply when this rank reaches the point (op, size in bytes, timed iteration).
     ArmAt {
         id: usize,
         op: String,
         size: u64,
         iteration: u64,
         action: Action,
+        duration_ms: Option<u64>,
     },
     Revert {
         id: usize,

@@ -47,6 +47,9 @@ pub struct RankSummary {
     pub p99_us: f64,
     pub max_us: f64,
     pub mean_us: f64,
+    /// All-to-all check: the sender of the first wrong block this rank received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrong_source: Option<usize>,
 }
 
 #[cfg(test)]

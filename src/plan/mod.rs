@@ -264,6 +264,11 @@ pub struct SweepPlan {
     pub timeout: Option<Duration>,
     /// Rank whose input is corrupted on purpose (test hook), if any.
     pub debug_corrupt_rank: Option<usize>,
+    /// Passes over the whole sweep (at least; `run_for` may add more).
+    pub repeat: u32,
+    /// Repeat whole passes until this much time has passed since the first.
+    #[serde(rename = "run_for_s", serialize_with = "ser_timeout")]
+    pub run_for: Option<Duration>,
 }
 
 fn ser_timeout<S: serde::Serializer>(t: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -435,6 +440,28 @@ impl Plan {
             ));
         }
         let timeout = parse_timeout(&args.timeout)?;
+        if args.repeat == 0 {
+            return Err(bad(
+                "--repeat",
+                "0 passes measure nothing",
+                "use --repeat 1 or more",
+            ));
+        }
+        let run_for = match args.run_for.as_deref() {
+            None => None,
+            Some(t) => Some(
+                humantime::parse_duration(t.trim())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        bad(
+                            "--run-for",
+                            format!("'{t}' is not a positive duration"),
+                            "write it like 20s or 5m",
+                        )
+                    })?,
+            ),
+        };
         let placements = match args.placement {
             PlacementArg::Both => vec![Placement::OutOfPlace, Placement::InPlace],
             PlacementArg::Out => vec![Placement::OutOfPlace],
@@ -476,6 +503,8 @@ impl Plan {
                 placements,
                 timeout,
                 debug_corrupt_rank: args.debug_corrupt_rank,
+                repeat: args.repeat,
+                run_for,
             },
             backend,
             gpu: args.gpu,

@@ -445,6 +445,7 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported, ImportError> {
                             p99_us: s.p99_us,
                             max_us: s.max_us,
                             mean_us: s.mean_us,
+                            wrong_source: None,
                         });
                     }
                 }
@@ -586,6 +587,8 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported, ImportError> {
             placements,
             timeout: None,
             debug_corrupt_rank: None,
+            repeat: 1,
+            run_for: None,
         },
         notes: notes.clone(),
         results: records,
