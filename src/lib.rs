@@ -467,13 +467,13 @@ fn measure_and_report(
             plan.sweep.placements.clone(),
             plan.sweep.check_iterations > 0,
         )),
-        Box::new(report::json::JsonExporter::new(&out_dir)),
+        Box::new(report::json::JsonExporter::new(out_dir)),
         Box::new(report::hlog::HlogExporter::new(
-            &out_dir,
+            out_dir,
             &doc.files.histograms,
             start_unix_s,
         )),
-        Box::new(report::outputs::ReportExporter::new(&out_dir)),
+        Box::new(report::outputs::ReportExporter::new(out_dir)),
     ];
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         exporters.push(Box::new(report::progress::ProgressExporter::new(
@@ -486,6 +486,7 @@ fn measure_and_report(
             .map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
     }
 
+    let mut stragglers_named = std::collections::BTreeSet::new();
     if let Some(a) = agent {
         a.send(&control::proto::ToController::SweepStarted {
             unix_s: report::unix_now(),
@@ -494,6 +495,7 @@ fn measure_and_report(
     let result = runner::run_sweep(&plan.sweep, backend.as_mut(), world, watchdog, |records| {
         if let Some(a) = agent {
             report_wrong_data(a, records);
+            report_stragglers(a, records, &mut stragglers_named);
         }
         doc.results.extend(records.iter().cloned());
         doc.refresh_summary();
@@ -530,7 +532,7 @@ fn measure_and_report(
         return Err(Failure::CouldNotRun(format!("rank 0: {msg}")));
     }
     let wrong = result.map(|o| o.wrong_total).unwrap_or(0);
-    Ok(verdict(wrong, Some(&out_dir)))
+    Ok(verdict(wrong, Some(out_dir)))
 }
 
 /// Tells the controller about rows with wrong values, naming the sending rank where the check can.
@@ -558,6 +560,31 @@ fn report_wrong_data(agent: &control::agent::Agent, records: &[metrics::Record])
         );
         let culprit = source.or((victims.len() == 1).then(|| victims[0]));
         agent.detected(control::proto::Mechanism::WrongData, detail, culprit);
+    }
+}
+
+/// A rank that arrives late at every call waits the least inside it: its per-iteration median is
+/// far below the other ranks' (which include waiting for it). Named once per rank.
+fn report_stragglers(
+    agent: &control::agent::Agent,
+    records: &[metrics::Record],
+    named: &mut std::collections::BTreeSet<usize>,
+) {
+    for r in records {
+        if let Some((rank, mine, others)) = metrics::late_rank(&r.per_rank) {
+            if named.insert(rank) {
+                agent.detected(
+                    control::proto::Mechanism::Straggler,
+                    format!(
+                        "rank {rank} arrives late at {} {} B: its median time in the call is {mine:.1} us while the \
+                         other ranks wait {others:.1} us for it",
+                        r.op.name(),
+                        r.size_bytes
+                    ),
+                    Some(rank),
+                );
+            }
+        }
     }
 }
 

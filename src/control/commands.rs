@@ -143,7 +143,22 @@ fn outcome(ended: &Ended) -> Result<Outcome, Failure> {
             "the job was torn down: {why} (see the fault timeline)"
         )));
     }
+    let first = ended
+        .timeline
+        .detections
+        .first()
+        .map_or(String::new(), |d| {
+            format!(
+                ": first {} at {:.3}s{}",
+                d.mechanism.name(),
+                d.at_s,
+                d.rank.map_or(String::new(), |r| format!(" (rank {r})"))
+            )
+        });
     match ended.code {
+        Some(c) if c != 0 && !ended.timeline.all_completed => Err(Failure::CouldNotRun(format!(
+            "the job did not run to its end (status {c}){first}; see the fault timeline above"
+        ))),
         Some(0) | None => Ok(Outcome::Success),
         Some(1) => Ok(Outcome::TestFailed(
             "a rank reported a failed test (wrong results or a failed verdict; see above)".into(),

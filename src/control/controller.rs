@@ -60,6 +60,8 @@ pub struct Timeline {
     pub refused: u64,
     pub out_dir: Option<String>,
     pub world_size: Option<usize>,
+    /// Every rank registered and said it completed the sweep (possibly with a failed test).
+    pub all_completed: bool,
 }
 
 struct FaultState {
@@ -304,7 +306,14 @@ pub async fn run(
     }
     let mut timeline = std::mem::take(&mut st.timeline);
     timeline.faults = st.faults.iter().map(|f| f.event.clone()).collect();
-    let job_ok = matches!(end, JobEnd::Exited(0));
+    let world = timeline.world_size.unwrap_or(usize::MAX);
+    timeline.all_completed = st.ranks.len() >= world
+        && st.ranks.values().all(|r| {
+            r.goodbye
+                .as_deref()
+                .is_some_and(|g| g.starts_with("complete"))
+        });
+    let job_ok = timeline.all_completed;
     for f in &mut timeline.faults {
         if f.applied_at_s.is_some() {
             f.outcome = if timeline.torn_down.is_some() {
@@ -490,6 +499,15 @@ fn on_message(
                     f.event.ranks.push(rank);
                 }
                 f.event.outcome = "applied".into();
+                // One-shot faults have nothing to revert.
+                if matches!(
+                    f.fault.kind,
+                    FaultKind::Corrupt | FaultKind::Exit | FaultKind::Kill
+                ) {
+                    f.agent_ranks.clear();
+                    f.revert_at = None;
+                    f.done = true;
+                }
             }
         }
         ToController::PointReached { id, unix_s } => {
@@ -662,7 +680,7 @@ fn apply(st: &mut State, i: usize, config: &Config, now: Instant) {
     let missing: Vec<usize> = targets
         .iter()
         .copied()
-        .filter(|r| !st.ranks.get(r).is_some_and(|s| s.tx.is_some()))
+        .filter(|r| st.ranks.get(r).is_none_or(|s| s.tx.is_none()))
         .collect();
     if targets.is_empty() || !missing.is_empty() {
         let why = if targets.is_empty() {
@@ -884,6 +902,21 @@ fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String) {
                 "{head}; host {} reported: {}",
                 d.host.as_deref().unwrap_or("?"),
                 d.detail
+            ),
+        );
+    }
+    let missing: Vec<usize> = st
+        .ranks
+        .iter()
+        .filter(|(_, r)| r.missing_since.is_some() && r.tx.is_some())
+        .map(|(&k, _)| k)
+        .collect();
+    if let [r] = missing[..] {
+        return (
+            Some(r),
+            format!(
+                "{head}; rank {r} on {} sends no heartbeats (stopped or its host is gone)",
+                st.ranks[&r].hello.host
             ),
         );
     }
