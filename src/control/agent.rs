@@ -175,6 +175,8 @@ impl Agent {
             host: identity.host.clone(),
             local_rank: identity.local_rank,
             pid: std::process::id(),
+            // SAFETY: getppid has no preconditions.
+            ppid: unsafe { libc::getppid() } as u32,
             device: identity.device.clone(),
             boot_id,
             pid_ns,
@@ -347,6 +349,13 @@ fn handle(shared: &Arc<Shared>, msg: ToRank) {
                     duration_ms,
                 });
             shared.armed.store(true, Ordering::Release);
+        }
+        ToRank::Probe { peers } => {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let loss = probe(&peers);
+                send(&shared, &ToController::ProbeResult { loss });
+            });
         }
         ToRank::Revert { id } => {
             let taken: Vec<Held> = {
@@ -567,9 +576,15 @@ fn beat(shared: &Arc<Shared>, progress: WatchProgress, every: Duration) {
                 Some((op, size, _)) => (Some(op.name().to_string()), Some(size)),
                 None => (None, None),
             };
+            let retrans = if shared.identity.local_rank == 0 {
+                tcp_retransmits()
+            } else {
+                Vec::new()
+            };
             send(
                 shared,
                 &ToController::Heartbeat {
+                    retrans,
                     progress: proto::Progress {
                         ticks: s.ticks,
                         activity: if s.armed {
@@ -670,6 +685,97 @@ fn link_states() -> Vec<(String, bool)> {
     }
     out.sort();
     out
+}
+
+/// ICMP loss to each peer, all peers at once: 40 echoes 5 ms apart (`ping`, as root).
+fn probe(peers: &[String]) -> Vec<(String, f64)> {
+    let valid: Vec<std::net::Ipv4Addr> = peers.iter().filter_map(|p| p.parse().ok()).take(256).collect();
+    let threads: Vec<_> = valid
+        .into_iter()
+        .map(|ip| {
+            std::thread::spawn(move || {
+                // ping exits 1 when replies are missing: its summary on stdout is what counts.
+                let text = std::process::Command::new("ping")
+                    .args(["-n", "-q", "-c", "40", "-i", "0.005", "-W", "1"])
+                    .arg(ip.to_string())
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                (ip.to_string(), parse_ping_loss(&text))
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .filter_map(|t| t.join().ok())
+        .filter_map(|(ip, loss)| loss.map(|l| (ip, l)))
+        .collect()
+}
+
+/// The "N% packet loss" of ping's summary.
+fn parse_ping_loss(text: &str) -> Option<f64> {
+    let at = text.find("% packet loss")?;
+    let head = &text[..at];
+    let start = head.rfind(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(0, |i| i + 1);
+    head[start..].parse().ok()
+}
+
+/// Total TCP retransmissions per peer address over this host's open connections (`ss -tinH`).
+fn tcp_retransmits() -> Vec<(String, u64)> {
+    let Ok(out) = std::process::Command::new("ss")
+        .args(["-tinH"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    parse_ss(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_ss(text: &str) -> Vec<(String, u64)> {
+    let mut per_peer: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut peer: Option<String> = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            peer = line
+                .split_whitespace()
+                .nth(4)
+                .and_then(|p| p.rsplit_once(':'))
+                .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']').to_string())
+                .filter(|h| !h.starts_with("127.") && h != "::1");
+            continue;
+        }
+        let (Some(p), Some(r)) = (&peer, line.split_whitespace().find_map(|w| w.strip_prefix("retrans:"))) else {
+            continue;
+        };
+        if let Some(total) = r.split_once('/').and_then(|(_, t)| t.parse::<u64>().ok()) {
+            *per_peer.entry(p.clone()).or_default() += total;
+        }
+    }
+    per_peer.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_retransmits_per_peer_from_ss() {
+        let text = "ESTAB 0 0 10.77.0.1:1024 10.77.0.2:33000\n\t cubic rto:204 retrans:0/12 lost:1\n\
+ESTAB 0 0 10.77.0.1:1025 10.77.0.2:33001\n\t cubic retrans:1/3\n\
+ESTAB 0 0 10.77.0.1:1026 10.77.0.3:33002\n\t cubic rto:200\n\
+ESTAB 0 0 127.0.0.1:5 127.0.0.1:6\n\t retrans:0/9\n";
+        assert_eq!(super::parse_ss(text), vec![("10.77.0.2".to_string(), 15)]);
+    }
+
+    #[test]
+    fn reads_ping_loss() {
+        let t = "--- 10.77.0.2 ping statistics ---\n40 packets transmitted, 34 received, 15% packet loss, time 250ms\n";
+        assert_eq!(super::parse_ping_loss(t), Some(15.0));
+        assert_eq!(super::parse_ping_loss("2 received, 2.5% packet loss"), Some(2.5));
+        assert_eq!(super::parse_ping_loss("nothing"), None);
+    }
 }
 
 /// This host's IPv4 addresses with their prefix, loopback left out.

@@ -36,6 +36,8 @@ struct RankState {
     /// The controller can signal this pid itself (same kernel, same pid namespace).
     local_pid: bool,
     missing_since: Option<Instant>,
+    /// Retransmissions per peer address at the last heartbeat.
+    retrans: BTreeMap<String, u64>,
 }
 
 /// One detection, with when (seconds since the sweep started) and who.
@@ -62,6 +64,9 @@ pub struct Timeline {
     pub world_size: Option<usize>,
     /// Every rank registered and said it completed the sweep (possibly with a failed test).
     pub all_completed: bool,
+    /// (pid, parent pid) of the ranks this process can signal, to make sure none outlives the job.
+    #[serde(skip)]
+    pub local_pids: Vec<(u32, u32)>,
 }
 
 struct FaultState {
@@ -87,6 +92,13 @@ struct State {
     stalled: bool,
     /// When the job first looked lost (a rank gone or missing, or a stall); cleared on recovery.
     lost_since: Option<Instant>,
+    /// Teardown decided at this time: faults are reverted first, the kill follows.
+    aborting: Option<Instant>,
+    killed: bool,
+    /// Recent retransmissions: (when, host that saw them, peer host, count).
+    retrans: std::collections::VecDeque<(Instant, String, String, u64)>,
+    probe: Option<Probe>,
+    last_probe: Option<Instant>,
     ended: bool,
 }
 
@@ -223,6 +235,11 @@ pub async fn run(
         ticks: (0, now),
         stalled: false,
         lost_since: None,
+        aborting: None,
+        killed: false,
+        retrans: Default::default(),
+        probe: None,
+        last_probe: None,
         ended: false,
     }));
     let config = Arc::new(config);
@@ -304,7 +321,16 @@ pub async fn run(
             revert(&mut st, i, now);
         }
     }
+    for f in st.faults.iter().filter(|f| f.fault.kind.is_link() && f.applied_at.is_some() && !f.done) {
+        backstop_heal(&f.fault);
+    }
     let mut timeline = std::mem::take(&mut st.timeline);
+    timeline.local_pids = st
+        .ranks
+        .values()
+        .filter(|r| r.local_pid)
+        .map(|r| (r.hello.pid, r.hello.ppid))
+        .collect();
     timeline.faults = st.faults.iter().map(|f| f.event.clone()).collect();
     let world = timeline.world_size.unwrap_or(usize::MAX);
     timeline.all_completed = st.ranks.len() >= world
@@ -390,6 +416,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
                 goodbye: None,
                 local_pid,
                 missing_since: None,
+                retrans: BTreeMap::new(),
             },
         );
         let _ = tx.send(ToRank::Welcome {
@@ -450,13 +477,26 @@ fn on_message(
     let now = Instant::now();
     match msg {
         ToController::Hello(_) => {}
-        ToController::Heartbeat { progress } => {
-            let recovered = {
+        ToController::Heartbeat { progress, retrans } => {
+            let (recovered, deltas) = {
                 let r = st.ranks.get_mut(&rank)?;
                 r.last_heartbeat = now;
                 r.progress = progress;
-                r.missing_since.take()
+                let mut deltas = Vec::new();
+                for (peer, total) in retrans.into_iter().take(4096) {
+                    let before = r.retrans.insert(peer.clone(), total);
+                    // A peer seen for the first time counts from here, not from its whole history.
+                    if let Some(b) = before {
+                        if total > b {
+                            deltas.push((peer, total - b));
+                        }
+                    }
+                }
+                (r.missing_since.take(), deltas)
             };
+            if !deltas.is_empty() {
+                note_retransmits(&mut st, rank, deltas, now);
+            }
             if let Some(since) = recovered {
                 let host = st.ranks[&rank].hello.host.clone();
                 crate::say(&format!(
@@ -546,6 +586,18 @@ fn on_message(
                     f.done = true;
                 }
             }
+        }
+        ToController::ProbeResult { loss } => {
+            let from = st.ranks.get(&rank)?.hello.host.clone();
+            let res: Vec<(String, f64)> = loss
+                .into_iter()
+                .take(4096)
+                .map(|(a, l)| (host_of_addr(&st, &a).unwrap_or(a), l))
+                .collect();
+            if let Some(p) = st.probe.as_mut() {
+                p.results.insert(from, res);
+            }
+            finish_probe(&mut st, now);
         }
         ToController::Goodbye { reason } => {
             if let Some(r) = st.ranks.get_mut(&rank) {
@@ -813,6 +865,7 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
             revert(&mut st, i, now);
         }
     }
+    finish_probe(&mut st, now);
     // Heartbeats.
     let timeout = config.plan.heartbeat_timeout;
     let mut missing = Vec::new();
@@ -863,9 +916,10 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
         let (rank, detail) = stall_culprit(&st, now.duration_since(st.ticks.1));
         st.detect(rank, Mechanism::ProgressStall, detail, true);
     }
-    // A job that stays lost is torn down.
+    // A job that stays lost is torn down: faults reverted first (agents get up to 2s to
+    // confirm), then every rank's pid and the job's process group are killed.
     if let Some(since) = st.lost_since {
-        if st.timeline.torn_down.is_none() && now.duration_since(since) > config.plan.abort_after {
+        if st.aborting.is_none() && now.duration_since(since) > config.plan.abort_after {
             let why = format!(
                 "no recovery within {} of the first detection",
                 humantime::format_duration(config.plan.abort_after)
@@ -875,14 +929,209 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
                 st.since_start(now)
             ));
             st.timeline.torn_down = Some(why);
+            st.aborting = Some(now);
+            for i in 0..st.faults.len() {
+                if st.faults[i].applied_at.is_some() && !st.faults[i].done {
+                    revert(&mut st, i, now);
+                }
+            }
+        }
+    }
+    if let (Some(t), false) = (st.aborting, st.killed) {
+        let pending = st.faults.iter().any(|f| !f.done && !f.agent_ranks.is_empty());
+        if !pending || now.duration_since(t) > Duration::from_secs(2) {
+            st.killed = true;
             for rs in st.ranks.values() {
                 if rs.local_pid {
+                    signal(rs.hello.pid, libc::SIGCONT);
                     signal(rs.hello.pid, libc::SIGKILL);
                 }
             }
             teardown();
         }
     }
+}
+
+/// A link fault whose agent never confirmed its revert (killed with the job): heal the host it
+/// was on where this process can reach it (a network namespace here, or this host).
+fn backstop_heal(f: &Fault) {
+    let host = match &f.target {
+        Target::Link { node, .. } | Target::Node(node) | Target::Pair(node, _) => node.clone(),
+        Target::Rank(_) => return,
+    };
+    let at = match super::link::NetnsName::parse(&host) {
+        Ok(ns) if ns.exists() => super::link::Where::Netns(ns),
+        _ if host == crate::bootstrap::hostname() => super::link::Where::Local,
+        _ => {
+            crate::say(&format!(
+                "collbench controller: fault {} on {host} was not confirmed reverted; run `collbench heal` on {host}",
+                f.id
+            ));
+            return;
+        }
+    };
+    match super::link::heal(&at) {
+        Ok(ran) => crate::say(&format!(
+            "collbench controller: fault {} on {host} was not confirmed reverted; healed it ({} command(s))",
+            f.id,
+            ran.len()
+        )),
+        Err(e) => crate::say(&format!(
+            "collbench controller: healing {host} after fault {}: {e}; run `collbench heal` there",
+            f.id
+        )),
+    }
+}
+
+/// Window over which retransmissions are attributed, and the least that counts.
+const RETRANS_WINDOW: Duration = Duration::from_secs(3);
+const RETRANS_MIN: u64 = 30;
+
+/// Retransmissions per pair of hosts over the window; when they concentrate on some pairs, every
+/// host probes every other (ICMP loss), and the host whose links to several peers lose packets is
+/// named. With two hosts, or probes that see no loss, the pair is named.
+fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now: Instant) {
+    let host = st.ranks[&rank].hello.host.clone();
+    for (peer, d) in deltas {
+        let peer_host = host_of_addr(st, &peer).unwrap_or(peer);
+        st.retrans.push_back((now, host.clone(), peer_host, d));
+    }
+    while st
+        .retrans
+        .front()
+        .is_some_and(|(t, ..)| now.duration_since(*t) > RETRANS_WINDOW)
+    {
+        st.retrans.pop_front();
+    }
+    let total: u64 = st.retrans.iter().map(|e| e.3).sum();
+    if total < RETRANS_MIN || st.probe.is_some() {
+        return;
+    }
+    if st.last_probe.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5)) {
+        return;
+    }
+    let mut pairs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (_, a, b, d) in &st.retrans {
+        let key = if a < b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+        *pairs.entry(key).or_default() += d;
+    }
+    let lossy: Vec<((String, String), u64)> = pairs
+        .into_iter()
+        .filter(|(_, n)| *n >= (total / 10).max(3))
+        .collect();
+    let hosts = first_rank_per_host(st);
+    let summary = lossy
+        .iter()
+        .map(|((a, b), n)| format!("{a}-{b}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = format!(
+        "{total} TCP retransmissions in the last {}s ({summary})",
+        RETRANS_WINDOW.as_secs()
+    );
+    st.last_probe = Some(now);
+    if hosts.len() < 3 {
+        st.detect(None, Mechanism::Retransmits, format!("{detail}; with two hosts the link between them is to blame"), false);
+        return;
+    }
+    // Ask every host to probe every other one.
+    for (h, r) in &hosts {
+        let peers: Vec<String> = st
+            .ranks
+            .values()
+            .filter(|x| &x.hello.host != h)
+            .flat_map(|x| x.hello.addrs.iter().map(|(_, a)| a.split('/').next().unwrap_or("").to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        send_to(st, *r, ToRank::Probe { peers });
+    }
+    crate::say(&format!(
+        "collbench controller: {:7.3}s {detail}; probing every host pair",
+        st.since_start(now)
+    ));
+    st.probe = Some(Probe {
+        started: now,
+        detail,
+        results: BTreeMap::new(),
+        expected: hosts.len(),
+    });
+}
+
+fn host_of_addr(st: &State, addr: &str) -> Option<String> {
+    st.ranks
+        .values()
+        .find(|r| r.hello.addrs.iter().any(|(_, a)| a.split('/').next() == Some(addr)))
+        .map(|r| r.hello.host.clone())
+}
+
+/// Host name to its lowest connected rank.
+fn first_rank_per_host(st: &State) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (&r, rs) in &st.ranks {
+        if rs.tx.is_some() {
+            m.entry(rs.hello.host.clone()).or_insert(r);
+        }
+    }
+    m
+}
+
+/// A round of probes in flight.
+struct Probe {
+    started: Instant,
+    detail: String,
+    /// Prober host -> (peer host, loss percent).
+    results: BTreeMap<String, Vec<(String, f64)>>,
+    expected: usize,
+}
+
+/// Judges a finished (or timed out) probe round.
+fn finish_probe(st: &mut State, now: Instant) {
+    let Some(p) = st.probe.as_ref() else { return };
+    if p.results.len() < p.expected && now.duration_since(p.started) < Duration::from_secs(4) {
+        return;
+    }
+    let p = st.probe.take().expect("checked above");
+    let mut bad: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for (from, res) in &p.results {
+        for (to, loss) in res {
+            if *loss > 0.0 {
+                let key = if from < to { (from.clone(), to.clone()) } else { (to.clone(), from.clone()) };
+                let e = bad.entry(key).or_default();
+                *e = e.max(*loss);
+            }
+        }
+    }
+    let mut degree: BTreeMap<&str, usize> = BTreeMap::new();
+    for (a, b) in bad.keys() {
+        *degree.entry(a).or_default() += 1;
+        *degree.entry(b).or_default() += 1;
+    }
+    let mut ranked: Vec<(&str, usize)> = degree.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    let seen = bad
+        .iter()
+        .map(|((a, b), l)| format!("{a}-{b} {l:.1}%"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (culprit_host, verdict) = match ranked.as_slice() {
+        [] => {
+            crate::say(&format!(
+                "collbench controller: {}; the probes saw no loss (congestion, not a lossy link)",
+                p.detail
+            ));
+            return;
+        }
+        [(h, n), rest @ ..] if *n >= 2 && rest.first().is_none_or(|x| x.1 < *n) => (
+            Some(h.to_string()),
+            format!("probes lost packets on {n} of {h}'s links ({seen}): {h}'s link loses packets"),
+        ),
+        _ => (None, format!("probes lost packets on {seen}: the link between them is to blame")),
+    };
+    let rank = culprit_host
+        .as_ref()
+        .and_then(|h| first_rank_per_host(st).get(h).copied());
+    st.detect(rank, Mechanism::Retransmits, format!("{}; {verdict}", p.detail), false);
 }
 
 /// Who to blame for a stall: a host whose link went down recently, else ranks in a different call

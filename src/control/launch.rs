@@ -181,12 +181,54 @@ pub fn run(
         };
         // Nothing of the job may outlive it.
         kill_group(pgid, libc::SIGKILL);
+        reap(&timeline.local_pids).await;
         Ok(Ended {
             timeline,
             code,
             signal,
         })
     })
+}
+
+fn alive(pid: u32) -> bool {
+    // Zombies are gone for our purpose; /proc/PID/stat's third field says Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Kills the ranks this host can signal and their MPI daemons (orted/prted parents), then waits
+/// (up to 5s) until none is left.
+async fn reap(pids: &[(u32, u32)]) {
+    let mut targets: Vec<u32> = Vec::new();
+    for &(pid, ppid) in pids {
+        if alive(pid) {
+            targets.push(pid);
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+        if ppid > 1 && matches!(comm.trim(), "orted" | "prted") && alive(ppid) {
+            targets.push(ppid);
+        }
+    }
+    targets.sort_unstable();
+    targets.dedup();
+    for &p in &targets {
+        // SAFETY: a pid a rank registered (or its MPI daemon), still alive a moment ago.
+        unsafe {
+            libc::kill(p as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let t0 = std::time::Instant::now();
+    while targets.iter().any(|&p| alive(p)) && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<u32> = targets.into_iter().filter(|&p| alive(p)).collect();
+    if !left.is_empty() {
+        crate::say(&format!(
+            "collbench controller: processes {left:?} of the job survived SIGKILL"
+        ));
+    }
 }
 
 fn status_code(s: std::process::ExitStatus) -> i32 {

@@ -37,6 +37,8 @@ pub enum Mechanism {
     LinkDown,
     /// mpirun ended the job (a rank died or aborted).
     JobEnded,
+    /// TCP retransmissions concentrate on one host's connections: its link loses packets.
+    Retransmits,
 }
 
 impl Mechanism {
@@ -51,6 +53,7 @@ impl Mechanism {
             Mechanism::Straggler => "straggler",
             Mechanism::LinkDown => "link_down",
             Mechanism::JobEnded => "job_ended",
+            Mechanism::Retransmits => "retransmits",
         }
     }
 }
@@ -75,6 +78,9 @@ pub struct Hello {
     pub host: String,
     pub local_rank: usize,
     pub pid: u32,
+    /// The rank's parent (mpirun's daemon on this host, or mpirun itself).
+    #[serde(default)]
+    pub ppid: u32,
     pub device: Option<String>,
     /// The kernel's boot id and the rank's pid namespace: equal to the controller's means the
     /// controller can signal the rank's pid itself.
@@ -93,6 +99,9 @@ pub enum ToController {
     Hello(Hello),
     Heartbeat {
         progress: Progress,
+        /// TCP retransmissions so far on this host, per peer address (from the host's first rank).
+        #[serde(default)]
+        retrans: Vec<(String, u64)>,
     },
     /// Rank 0: the sweep's first measurement begins now.
     SweepStarted {
@@ -123,6 +132,10 @@ pub enum ToController {
     PointReached {
         id: usize,
         unix_s: f64,
+    },
+    /// Packet loss, in percent, to each probed peer address.
+    ProbeResult {
+        loss: Vec<(String, f64)>,
     },
     /// The rank is done; nothing more follows.
     Goodbye {
@@ -187,6 +200,10 @@ pub enum ToRank {
     },
     Revert {
         id: usize,
+    },
+    /// Measure packet loss to these peer addresses (ICMP echo) and report it.
+    Probe {
+        peers: Vec<String>,
     },
 }
 
@@ -359,6 +376,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_refuse_oversize() {
         let msg = ToController::Heartbeat {
+            retrans: vec![("10.77.0.2".into(), 4)],
             progress: Progress {
                 ticks: 3,
                 activity: "timed loop".into(),
