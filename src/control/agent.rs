@@ -689,7 +689,11 @@ fn link_states() -> Vec<(String, bool)> {
 
 /// ICMP loss to each peer, all peers at once: 40 echoes 5 ms apart (`ping`, as root).
 fn probe(peers: &[String]) -> Vec<(String, f64)> {
-    let valid: Vec<std::net::Ipv4Addr> = peers.iter().filter_map(|p| p.parse().ok()).take(256).collect();
+    let valid: Vec<std::net::Ipv4Addr> = peers
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .take(256)
+        .collect();
     let threads: Vec<_> = valid
         .into_iter()
         .map(|ip| {
@@ -718,7 +722,9 @@ fn probe(peers: &[String]) -> Vec<(String, f64)> {
 fn parse_ping_loss(text: &str) -> Option<f64> {
     let at = text.find("% packet loss")?;
     let head = &text[..at];
-    let start = head.rfind(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(0, |i| i + 1);
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or(0, |i| i + 1);
     head[start..].parse().ok()
 }
 
@@ -748,7 +754,11 @@ fn parse_ss(text: &str) -> Vec<(String, u64)> {
                 .filter(|h| !h.starts_with("127.") && h != "::1");
             continue;
         }
-        let (Some(p), Some(r)) = (&peer, line.split_whitespace().find_map(|w| w.strip_prefix("retrans:"))) else {
+        let (Some(p), Some(r)) = (
+            &peer,
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("retrans:")),
+        ) else {
             continue;
         };
         if let Some(total) = r.split_once('/').and_then(|(_, t)| t.parse::<u64>().ok()) {
@@ -762,7 +772,8 @@ fn parse_ss(text: &str) -> Vec<(String, u64)> {
 mod tests {
     #[test]
     fn reads_retransmits_per_peer_from_ss() {
-        let text = "ESTAB 0 0 10.77.0.1:1024 10.77.0.2:33000\n\t cubic rto:204 retrans:0/12 lost:1\n\
+        let text =
+            "ESTAB 0 0 10.77.0.1:1024 10.77.0.2:33000\n\t cubic rto:204 retrans:0/12 lost:1\n\
 ESTAB 0 0 10.77.0.1:1025 10.77.0.2:33001\n\t cubic retrans:1/3\n\
 ESTAB 0 0 10.77.0.1:1026 10.77.0.3:33002\n\t cubic rto:200\n\
 ESTAB 0 0 127.0.0.1:5 127.0.0.1:6\n\t retrans:0/9\n";
@@ -773,7 +784,10 @@ ESTAB 0 0 127.0.0.1:5 127.0.0.1:6\n\t retrans:0/9\n";
     fn reads_ping_loss() {
         let t = "--- 10.77.0.2 ping statistics ---\n40 packets transmitted, 34 received, 15% packet loss, time 250ms\n";
         assert_eq!(super::parse_ping_loss(t), Some(15.0));
-        assert_eq!(super::parse_ping_loss("2 received, 2.5% packet loss"), Some(2.5));
+        assert_eq!(
+            super::parse_ping_loss("2 received, 2.5% packet loss"),
+            Some(2.5)
+        );
         assert_eq!(super::parse_ping_loss("nothing"), None);
     }
 }

@@ -321,7 +321,11 @@ pub async fn run(
             revert(&mut st, i, now);
         }
     }
-    for f in st.faults.iter().filter(|f| f.fault.kind.is_link() && f.applied_at.is_some() && !f.done) {
+    for f in st
+        .faults
+        .iter()
+        .filter(|f| f.fault.kind.is_link() && f.applied_at.is_some() && !f.done)
+    {
         backstop_heal(&f.fault);
     }
     let mut timeline = std::mem::take(&mut st.timeline);
@@ -938,7 +942,10 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
         }
     }
     if let (Some(t), false) = (st.aborting, st.killed) {
-        let pending = st.faults.iter().any(|f| !f.done && !f.agent_ranks.is_empty());
+        let pending = st
+            .faults
+            .iter()
+            .any(|f| !f.done && !f.agent_ranks.is_empty());
         if !pending || now.duration_since(t) > Duration::from_secs(2) {
             st.killed = true;
             for rs in st.ranks.values() {
@@ -1007,12 +1014,19 @@ fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now
     if total < RETRANS_MIN || st.probe.is_some() {
         return;
     }
-    if st.last_probe.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5)) {
+    if st
+        .last_probe
+        .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5))
+    {
         return;
     }
     let mut pairs: BTreeMap<(String, String), u64> = BTreeMap::new();
     for (_, a, b, d) in &st.retrans {
-        let key = if a < b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+        let key = if a < b {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
         *pairs.entry(key).or_default() += d;
     }
     let lossy: Vec<((String, String), u64)> = pairs
@@ -1031,7 +1045,12 @@ fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now
     );
     st.last_probe = Some(now);
     if hosts.len() < 3 {
-        st.detect(None, Mechanism::Retransmits, format!("{detail}; with two hosts the link between them is to blame"), false);
+        st.detect(
+            None,
+            Mechanism::Retransmits,
+            format!("{detail}; with two hosts the link between them is to blame"),
+            false,
+        );
         return;
     }
     // Ask every host to probe every other one.
@@ -1040,7 +1059,12 @@ fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now
             .ranks
             .values()
             .filter(|x| &x.hello.host != h)
-            .flat_map(|x| x.hello.addrs.iter().map(|(_, a)| a.split('/').next().unwrap_or("").to_string()))
+            .flat_map(|x| {
+                x.hello
+                    .addrs
+                    .iter()
+                    .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
+            })
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -1061,7 +1085,12 @@ fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now
 fn host_of_addr(st: &State, addr: &str) -> Option<String> {
     st.ranks
         .values()
-        .find(|r| r.hello.addrs.iter().any(|(_, a)| a.split('/').next() == Some(addr)))
+        .find(|r| {
+            r.hello
+                .addrs
+                .iter()
+                .any(|(_, a)| a.split('/').next() == Some(addr))
+        })
         .map(|r| r.hello.host.clone())
 }
 
@@ -1096,7 +1125,11 @@ fn finish_probe(st: &mut State, now: Instant) {
     for (from, res) in &p.results {
         for (to, loss) in res {
             if *loss > 0.0 {
-                let key = if from < to { (from.clone(), to.clone()) } else { (to.clone(), from.clone()) };
+                let key = if from < to {
+                    (from.clone(), to.clone())
+                } else {
+                    (to.clone(), from.clone())
+                };
                 let e = bad.entry(key).or_default();
                 *e = e.max(*loss);
             }
@@ -1126,12 +1159,20 @@ fn finish_probe(st: &mut State, now: Instant) {
             Some(h.to_string()),
             format!("probes lost packets on {n} of {h}'s links ({seen}): {h}'s link loses packets"),
         ),
-        _ => (None, format!("probes lost packets on {seen}: the link between them is to blame")),
+        _ => (
+            None,
+            format!("probes lost packets on {seen}: the link between them is to blame"),
+        ),
     };
     let rank = culprit_host
         .as_ref()
         .and_then(|h| first_rank_per_host(st).get(h).copied());
-    st.detect(rank, Mechanism::Retransmits, format!("{}; {verdict}", p.detail), false);
+    st.detect(
+        rank,
+        Mechanism::Retransmits,
+        format!("{}; {verdict}", p.detail),
+        false,
+    );
 }
 
 /// Who to blame for a stall: a host whose link went down recently, else ranks in a different call

@@ -403,6 +403,33 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_knows_every_mechanism() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../results/schema/run.v1.schema.json")).unwrap();
+        let known = &schema["$defs"]["mechanism"]["enum"];
+        use Mechanism::*;
+        for m in [
+            ConnectionLost,
+            MissedHeartbeat,
+            ProgressStall,
+            WatchdogDeadline,
+            WrongData,
+            EarlyExit,
+            Straggler,
+            LinkDown,
+            JobEnded,
+            Retransmits,
+        ] {
+            assert!(
+                known.as_array().unwrap().iter().any(|k| k == m.name()),
+                "{} missing from the schema",
+                m.name()
+            );
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+        }
+    }
+
+    #[test]
     fn secrets_and_addresses() {
         let s = new_secret().unwrap();
         assert_eq!(s.len(), 64);
