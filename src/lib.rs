@@ -486,7 +486,7 @@ fn measure_and_report(
             .map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
     }
 
-    let mut stragglers_named = std::collections::BTreeSet::new();
+    let mut stragglers_named = Stragglers::default();
     if let Some(a) = agent {
         a.send(&control::proto::ToController::SweepStarted {
             unix_s: report::unix_now(),
@@ -563,16 +563,32 @@ fn report_wrong_data(agent: &control::agent::Agent, records: &[metrics::Record])
     }
 }
 
+#[derive(Default)]
+struct Stragglers {
+    /// The rank late in the last row, and in how many rows in a row.
+    last: Option<(usize, u32)>,
+    named: std::collections::BTreeSet<usize>,
+}
+
 /// A rank that arrives late at every call waits the least inside it: its per-iteration median is
-/// far below the other ranks' (which include waiting for it). Named once per rank.
+/// far below the other ranks' (which include waiting for it). Named once per rank, after three
+/// late rows in a row.
 fn report_stragglers(
     agent: &control::agent::Agent,
     records: &[metrics::Record],
-    named: &mut std::collections::BTreeSet<usize>,
+    seen: &mut Stragglers,
 ) {
     for r in records {
-        if let Some((rank, mine, others)) = metrics::late_rank(&r.per_rank) {
-            if named.insert(rank) {
+        let late = metrics::late_rank(&r.per_rank);
+        // One noisy row is not a straggler: the same rank must be late in 3 rows in a row.
+        let run = match (late, seen.last) {
+            (Some((rank, ..)), Some((last, n))) if rank == last => n + 1,
+            (Some(_), _) => 1,
+            (None, _) => 0,
+        };
+        seen.last = late.map(|(rank, ..)| (rank, run));
+        if let Some((rank, mine, others)) = late.filter(|_| run >= 3) {
+            if seen.named.insert(rank) {
                 agent.detected(
                     control::proto::Mechanism::Straggler,
                     format!(

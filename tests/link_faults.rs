@@ -743,3 +743,54 @@ fn ten_percent_loss_shifts_p99_and_its_host_is_named() {
     assert!(f["reverted_at_s"].is_number());
     assert_hosts_clean(&c, 4);
 }
+
+#[test]
+fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
+    need_root!();
+    let c = Cluster::up(4);
+    let (_tmp, out) = common::fresh_out();
+    let dir = out.parent().unwrap().to_path_buf();
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        format!(
+            "[[fault]]\nkind = \"rate\"\ntarget = \"link:{}/eth0\"\nstart = \"500ms\"\nduration = \"120s\"\nrate = \"10mbit\"\n",
+            c.host(3)
+        ),
+    )
+    .unwrap();
+    let exe = common::exe();
+    let mut child = Command::new(&exe)
+        .args(["controller", "--plan", plan_path.to_str().unwrap(), "--allow-privileged"])
+        .arg("--listen")
+        .arg(format!("unix:{}", dir.join("ctl.sock").display()))
+        .arg("--")
+        .arg(vcluster())
+        .args(["mpirun", "--prefix", &c.prefix, "-np", "4", "--map-by", "node"])
+        .args(["-x", "COLLBENCH_CONTROLLER", "-x", "COLLBENCH_SECRET_FILE"])
+        .args([&exe, "bench", "--out", out.to_str().unwrap()])
+        .args(["-b", "64K", "-e", "64K", "--op", "all_reduce", "--run-for", "120s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !tc_show(&c, 3).contains("cb01:") {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the rate limit never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signals the controller this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("SIGTERM: reverting faults"), "{err}");
+    assert!(!tc_show(&c, 3).contains("cb01:"), "the rate limit is gone");
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    assert_eq!(doc["job"]["signal"], "SIGTERM");
+    assert!(doc["faults"][0]["reverted_at_s"].is_number(), "{}", doc["faults"][0]);
+    assert_hosts_clean(&c, 4);
+}

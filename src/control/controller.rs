@@ -129,11 +129,15 @@ impl State {
             detail: detail.clone(),
         };
         self.timeline.detections.push(rec);
-        // The first detection after a fault was applied is that fault's detection.
+        // The first detection after a fault was applied that such a fault can cause is its detection.
         if let Some(f) = self
             .faults
             .iter_mut()
-            .filter(|f| f.applied_at.is_some_and(|a| a <= now) && f.event.detected.is_none())
+            .filter(|f| {
+                f.applied_at.is_some_and(|a| a <= now)
+                    && f.event.detected.is_none()
+                    && explains(f.fault.kind, mechanism)
+            })
             .max_by_key(|f| f.applied_at)
         {
             let applied = f.event.applied_at_s.unwrap_or(at_s);
@@ -149,6 +153,34 @@ impl State {
         if fatal && self.lost_since.is_none() {
             self.lost_since = Some(now);
         }
+    }
+}
+
+/// Whether a fault of `kind` can be what `mechanism` noticed.
+fn explains(kind: FaultKind, mechanism: Mechanism) -> bool {
+    use FaultKind as K;
+    use Mechanism as M;
+    match kind {
+        K::Corrupt => mechanism == M::WrongData,
+        K::Slow => matches!(mechanism, M::Straggler | M::ProgressStall | M::WatchdogDeadline),
+        K::Exit => matches!(mechanism, M::EarlyExit | M::ConnectionLost),
+        K::Kill | K::Hang => matches!(
+            mechanism,
+            M::ConnectionLost | M::MissedHeartbeat | M::ProgressStall | M::WatchdogDeadline | M::JobEnded
+        ),
+        K::Rate | K::Delay => matches!(
+            mechanism,
+            M::Straggler | M::Retransmits | M::ProgressStall | M::WatchdogDeadline | M::MissedHeartbeat
+        ),
+        K::Down | K::Loss | K::Partition | K::Flap => matches!(
+            mechanism,
+            M::LinkDown
+                | M::Retransmits
+                | M::ProgressStall
+                | M::WatchdogDeadline
+                | M::MissedHeartbeat
+                | M::ConnectionLost
+        ),
     }
 }
 
@@ -303,24 +335,39 @@ pub async fn run(
         _ = accept => unreachable!("the accept loop never ends"),
         e = watch => e,
     };
-    // The job is over (or we were told to stop): undo what is still applied.
-    let mut st = lock(&state);
-    st.ended = true;
-    if let JobEnd::Signal(sig) = &end {
-        crate::say(&format!(
-            "collbench controller: {sig}: reverting faults and tearing the job down"
-        ));
-        st.timeline
-            .torn_down
-            .get_or_insert(format!("{sig} received"));
-        teardown();
-    }
-    let now = Instant::now();
-    for i in 0..st.faults.len() {
-        if st.faults[i].applied_at.is_some() && !st.faults[i].done {
-            revert(&mut st, i, now);
+    // The job is over (or we were told to stop): undo what is still applied, agents first
+    // (they get up to 2s to confirm), then the job is killed.
+    {
+        let mut st = lock(&state);
+        st.ended = true;
+        if let JobEnd::Signal(sig) = &end {
+            crate::say(&format!(
+                "collbench controller: {sig}: reverting faults and tearing the job down"
+            ));
+            st.timeline
+                .torn_down
+                .get_or_insert(format!("{sig} received"));
+        }
+        let now = Instant::now();
+        for i in 0..st.faults.len() {
+            if st.faults[i].applied_at.is_some() && !st.faults[i].done {
+                revert(&mut st, i, now);
+            }
         }
     }
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2)
+        && lock(&state)
+            .faults
+            .iter()
+            .any(|f| !f.done && !f.agent_ranks.is_empty())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if matches!(end, JobEnd::Signal(_)) {
+        teardown();
+    }
+    let mut st = lock(&state);
     for f in st
         .faults
         .iter()
