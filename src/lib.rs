@@ -685,7 +685,7 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
         ));
     }
     let choice = BackendChoice::probe(args.sweep.backend);
-    choice.resolve(&args.sweep, choice.facts(args.np as u64))?;
+    let resolved = choice.resolve(&args.sweep, choice.facts(args.np as u64))?;
     let out = args.sweep.out.clone().unwrap_or_else(default_results_dir);
     if let Some(f) = results_folder_taken(&out) {
         return Err(f);
@@ -699,6 +699,7 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     let plan = match &args.plan {
         Some(p) => {
             let plan = control::commands::load_plan(p)?;
+            control::commands::check_points(&plan, &resolved.sweep, args.np as u64)?;
             control::commands::check_privilege(&plan, args.allow_privileged, "--allow-privileged")?;
             Some(plan)
         }

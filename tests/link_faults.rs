@@ -761,15 +761,31 @@ fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
     .unwrap();
     let exe = common::exe();
     let mut child = Command::new(&exe)
-        .args(["controller", "--plan", plan_path.to_str().unwrap(), "--allow-privileged"])
+        .args([
+            "controller",
+            "--plan",
+            plan_path.to_str().unwrap(),
+            "--allow-privileged",
+        ])
         .arg("--listen")
         .arg(format!("unix:{}", dir.join("ctl.sock").display()))
         .arg("--")
         .arg(vcluster())
-        .args(["mpirun", "--prefix", &c.prefix, "-np", "4", "--map-by", "node"])
+        .args([
+            "mpirun", "--prefix", &c.prefix, "-np", "4", "--map-by", "node",
+        ])
         .args(["-x", "COLLBENCH_CONTROLLER", "-x", "COLLBENCH_SECRET_FILE"])
         .args([&exe, "bench", "--out", out.to_str().unwrap()])
-        .args(["-b", "64K", "-e", "64K", "--op", "all_reduce", "--run-for", "120s"])
+        .args([
+            "-b",
+            "64K",
+            "-e",
+            "64K",
+            "--op",
+            "all_reduce",
+            "--run-for",
+            "120s",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -777,7 +793,10 @@ fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
         .unwrap();
     let t0 = Instant::now();
     while !tc_show(&c, 3).contains("cb01:") {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the rate limit never appeared");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the rate limit never appeared"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: signals the controller this test started.
@@ -791,6 +810,10 @@ fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
     let doc = common::read_run(&out);
     common::assert_schema_valid(&doc);
     assert_eq!(doc["job"]["signal"], "SIGTERM");
-    assert!(doc["faults"][0]["reverted_at_s"].is_number(), "{}", doc["faults"][0]);
+    assert!(
+        doc["faults"][0]["reverted_at_s"].is_number(),
+        "{}",
+        doc["faults"][0]
+    );
     assert_hosts_clean(&c, 4);
 }

@@ -287,3 +287,28 @@ fn the_controller_refuses_wrong_secrets_and_survives_garbage() {
     );
     assert_eq!(doc["world_size"], 2, "the intruder did not join");
 }
+
+#[test]
+fn a_start_point_the_sweep_never_reaches_is_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_dir(&tmp, "point");
+    let p = plan(
+        tmp.path(),
+        "[[fault]]\nkind = \"corrupt\"\ntarget = \"rank:1\"\nstart = { op = \"all_to_all\", size = \"1K\", iteration = 0 }\n",
+    );
+    let (code, log) = local_with_plan("2", &p, &out, "1s", &["--op", "all_reduce"]);
+    assert_eq!(code, 2, "{log}");
+    assert!(
+        log.contains(
+            "plan.toml:7: fault 0: it starts at all_to_all 1024 B, which this sweep never runs"
+        ),
+        "{log}"
+    );
+    let p = plan(
+        tmp.path(),
+        "[[fault]]\nkind = \"kill\"\ntarget = \"rank:5\"\nstart = \"1s\"\n",
+    );
+    let (code, log) = local_with_plan("2", &p, &out, "1s", &[]);
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("rank 5 is not in a run of 2 ranks"), "{log}");
+}

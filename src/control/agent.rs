@@ -768,30 +768,6 @@ fn parse_ss(text: &str) -> Vec<(String, u64)> {
     per_peer.into_iter().collect()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_retransmits_per_peer_from_ss() {
-        let text =
-            "ESTAB 0 0 10.77.0.1:1024 10.77.0.2:33000\n\t cubic rto:204 retrans:0/12 lost:1\n\
-ESTAB 0 0 10.77.0.1:1025 10.77.0.2:33001\n\t cubic retrans:1/3\n\
-ESTAB 0 0 10.77.0.1:1026 10.77.0.3:33002\n\t cubic rto:200\n\
-ESTAB 0 0 127.0.0.1:5 127.0.0.1:6\n\t retrans:0/9\n";
-        assert_eq!(super::parse_ss(text), vec![("10.77.0.2".to_string(), 15)]);
-    }
-
-    #[test]
-    fn reads_ping_loss() {
-        let t = "--- 10.77.0.2 ping statistics ---\n40 packets transmitted, 34 received, 15% packet loss, time 250ms\n";
-        assert_eq!(super::parse_ping_loss(t), Some(15.0));
-        assert_eq!(
-            super::parse_ping_loss("2 received, 2.5% packet loss"),
-            Some(2.5)
-        );
-        assert_eq!(super::parse_ping_loss("nothing"), None);
-    }
-}
-
 /// This host's IPv4 addresses with their prefix, loopback left out.
 pub fn host_addrs() -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -929,4 +905,28 @@ fn spawn_continue_timer(ms: u64) -> io::Result<()> {
         .process_group(0)
         .spawn()
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_retransmits_per_peer_from_ss() {
+        let text =
+            "ESTAB 0 0 10.77.0.1:1024 10.77.0.2:33000\n\t cubic rto:204 retrans:0/12 lost:1\n\
+ESTAB 0 0 10.77.0.1:1025 10.77.0.2:33001\n\t cubic retrans:1/3\n\
+ESTAB 0 0 10.77.0.1:1026 10.77.0.3:33002\n\t cubic rto:200\n\
+ESTAB 0 0 127.0.0.1:5 127.0.0.1:6\n\t retrans:0/9\n";
+        assert_eq!(super::parse_ss(text), vec![("10.77.0.2".to_string(), 15)]);
+    }
+
+    #[test]
+    fn reads_ping_loss() {
+        let t = "--- 10.77.0.2 ping statistics ---\n40 packets transmitted, 34 received, 15% packet loss, time 250ms\n";
+        assert_eq!(super::parse_ping_loss(t), Some(15.0));
+        assert_eq!(
+            super::parse_ping_loss("2 received, 2.5% packet loss"),
+            Some(2.5)
+        );
+        assert_eq!(super::parse_ping_loss("nothing"), None);
+    }
 }

@@ -21,6 +21,66 @@ pub fn load_plan(path: &Path) -> Result<FaultPlan, Failure> {
     })
 }
 
+/// Refuses a fault whose start point (op, size, iteration) this sweep never reaches, and a rank
+/// target beyond the world.
+pub fn check_points(
+    plan: &FaultPlan,
+    sweep: &crate::plan::SweepPlan,
+    nranks: u64,
+) -> Result<(), Failure> {
+    for f in &plan.faults {
+        let at = |problem: String, fix: &str| {
+            Failure::BadInput(format!(
+                "{}:{}: fault {}: {problem}; {fix}",
+                plan.file.display(),
+                f.line,
+                f.id
+            ))
+        };
+        if let Target::Rank(r) = f.target {
+            if r as u64 >= nranks {
+                return Err(at(
+                    format!("rank {r} is not in a run of {nranks} ranks"),
+                    "target a rank below --np",
+                ));
+            }
+        }
+        if let faults::Start::At {
+            op,
+            size,
+            iteration,
+        } = &f.start
+        {
+            let sized = |bytes: u64| {
+                sweep.dtypes.iter().any(|&d| {
+                    crate::plan::Shape::of(*op, d, bytes, nranks).count
+                        == crate::plan::Shape::of(*op, d, *size, nranks).count
+                })
+            };
+            if !sweep.ops.contains(op) || !sweep.sizes.iter().any(|&b| sized(b)) {
+                return Err(at(
+                    format!(
+                        "it starts at {} {} B, which this sweep never runs",
+                        op.name(),
+                        size
+                    ),
+                    "change its start, or the sweep's --op/-b/-e",
+                ));
+            }
+            if *iteration >= sweep.iterations as u64 {
+                return Err(at(
+                    format!(
+                        "it starts at timed iteration {iteration}, but the sweep times {} per size",
+                        sweep.iterations
+                    ),
+                    "use an iteration below -n",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses link faults without the opt-in; with it, says what will run.
 pub fn check_privilege(plan: &FaultPlan, allowed: bool, flag: &str) -> Result<(), Failure> {
     let links: Vec<_> = plan.faults.iter().filter(|f| f.kind.is_link()).collect();

@@ -162,15 +162,26 @@ fn explains(kind: FaultKind, mechanism: Mechanism) -> bool {
     use Mechanism as M;
     match kind {
         K::Corrupt => mechanism == M::WrongData,
-        K::Slow => matches!(mechanism, M::Straggler | M::ProgressStall | M::WatchdogDeadline),
+        K::Slow => matches!(
+            mechanism,
+            M::Straggler | M::ProgressStall | M::WatchdogDeadline
+        ),
         K::Exit => matches!(mechanism, M::EarlyExit | M::ConnectionLost),
         K::Kill | K::Hang => matches!(
             mechanism,
-            M::ConnectionLost | M::MissedHeartbeat | M::ProgressStall | M::WatchdogDeadline | M::JobEnded
+            M::ConnectionLost
+                | M::MissedHeartbeat
+                | M::ProgressStall
+                | M::WatchdogDeadline
+                | M::JobEnded
         ),
         K::Rate | K::Delay => matches!(
             mechanism,
-            M::Straggler | M::Retransmits | M::ProgressStall | M::WatchdogDeadline | M::MissedHeartbeat
+            M::Straggler
+                | M::Retransmits
+                | M::ProgressStall
+                | M::WatchdogDeadline
+                | M::MissedHeartbeat
         ),
         K::Down | K::Loss | K::Partition | K::Flap => matches!(
             mechanism,
@@ -391,6 +402,11 @@ pub async fn run(
                 .is_some_and(|g| g.starts_with("complete"))
         });
     let job_ok = timeline.all_completed;
+    for (f, fs) in timeline.faults.iter_mut().zip(&st.faults) {
+        if fs.armed && f.applied_at_s.is_none() && f.error.is_none() {
+            f.error = Some(format!("its start ({}) was never reached", fs.fault.start));
+        }
+    }
     for f in &mut timeline.faults {
         if f.applied_at_s.is_some() {
             f.outcome = if timeline.torn_down.is_some() {
@@ -1188,7 +1204,7 @@ fn finish_probe(st: &mut State, now: Instant) {
         *degree.entry(b).or_default() += 1;
     }
     let mut ranked: Vec<(&str, usize)> = degree.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    ranked.sort_by_key(|x| std::cmp::Reverse(x.1));
     let seen = bad
         .iter()
         .map(|((a, b), l)| format!("{a}-{b} {l:.1}%"))
