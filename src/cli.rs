@@ -42,6 +42,47 @@ pub enum Command {
     /// Convert nccl-tests' JSON output (-J, file version 3) into a collbench results folder.
     #[command(name = "import-nccl-tests")]
     ImportNcclTests(ImportArgs),
+    /// Run a fault plan's controller: ranks connect with --controller ADDR (or COLLBENCH_CONTROLLER)
+    /// and the run's secret; with a launch command after `--`, it starts and owns that job.
+    Controller(ControllerArgs),
+    /// Internal: send a signal to a pid after a delay (the agent's timer for a hang it put on itself).
+    #[command(name = "lease-timer", hide = true)]
+    LeaseTimer(LeaseTimerArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct ControllerArgs {
+    /// The fault plan (TOML; `collbench check-plan` validates it).
+    #[arg(long, value_name = "FILE")]
+    pub plan: PathBuf,
+    /// Where to listen: HOST:PORT or unix:PATH (a unix socket reaches ranks in other network
+    /// namespaces of this host).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7777")]
+    pub listen: String,
+    /// Allow the plan's link faults, which run ip/tc/nft as root on the ranks' hosts.
+    #[arg(long)]
+    pub allow_privileged: bool,
+    /// The job to start and own (e.g. mpirun ... collbench bench ...); without it the controller
+    /// waits for ranks started elsewhere and ends when they have all left.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerSignal {
+    Cont,
+    Term,
+    Kill,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct LeaseTimerArgs {
+    #[arg(long)]
+    pub pid: i32,
+    #[arg(long, value_enum)]
+    pub signal: TimerSignal,
+    #[arg(long = "after-ms")]
+    pub after_ms: u64,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -144,6 +185,10 @@ pub struct HealArgs {
 
 #[derive(Args, Debug, Clone, PartialEq)]
 pub struct BenchArgs {
+    /// The controller to register with [default: $COLLBENCH_CONTROLLER]; the secret comes from
+    /// $COLLBENCH_SECRET or the file $COLLBENCH_SECRET_FILE names.
+    #[arg(long, value_name = "ADDR")]
+    pub controller: Option<String>,
     #[command(flatten)]
     pub sweep: SweepArgs,
 }
@@ -159,6 +204,20 @@ pub struct LocalArgs {
     /// Extra argument for mpirun, placed before the program (repeat for several).
     #[arg(long = "mpirun-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub mpirun_args: Vec<String>,
+    /// A fault plan to run with the sweep; this process hosts its controller.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Allow the plan's link faults, which run ip/tc/nft as root on this host.
+    #[arg(long, requires = "plan")]
+    pub allow_privileged: bool,
+    /// Where the embedded controller listens: HOST:PORT (port 0 picks one) or unix:PATH.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        requires = "plan"
+    )]
+    pub listen: String,
     #[command(flatten)]
     pub sweep: SweepArgs,
 }
@@ -231,6 +290,13 @@ pub struct SweepArgs {
     /// Results folder for this run [default: results/run-<UTC time>-<host>].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Run the whole sweep this many times (each pass adds its own rows, so a fault plan sees
+    /// the same sizes before, during and after a fault).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub repeat: u32,
+    /// Keep repeating whole passes of the sweep until this long has passed, e.g. 20s.
+    #[arg(long = "run-for", value_name = "DURATION")]
+    pub run_for: Option<String>,
     /// Test hook: flip one input byte of this rank in the first check iteration of every call,
     /// so the check must find it (the data-corruption fault without a controller).
     #[arg(long, value_name = "RANK", hide = true)]
@@ -306,6 +372,12 @@ impl SweepArgs {
         if let Some(out) = &self.out {
             v.extend(["--out".to_string(), out.display().to_string()]);
         }
+        if self.repeat != 1 {
+            v.extend(["--repeat".to_string(), self.repeat.to_string()]);
+        }
+        if let Some(d) = &self.run_for {
+            v.extend(["--run-for".to_string(), d.clone()]);
+        }
         if let Some(r) = self.debug_corrupt_rank {
             v.extend(["--debug-corrupt-rank".to_string(), r.to_string()]);
         }
@@ -374,6 +446,10 @@ mod tests {
             "--debug-slow-rank",
             "2:2ms",
             "--localize",
+            "--repeat",
+            "3",
+            "--run-for",
+            "2s",
         ])
         .unwrap();
         let Command::Local(local) = cli.command else {

@@ -81,6 +81,8 @@ pub fn run(command: Command) -> Result<Outcome, Failure> {
         Command::Compare(args) => report::commands::compare(args),
         Command::History(args) => report::commands::history(args),
         Command::ImportNcclTests(args) => report::commands::import_nccl_tests(args),
+        Command::Controller(args) => control::commands::controller(args),
+        Command::LeaseTimer(args) => control::commands::lease_timer(args),
     }
 }
 
@@ -219,7 +221,23 @@ impl BackendChoice {
     }
 }
 
+/// Where this rank's controller is and the secret to present, when there is one.
+fn controller_of(args: &BenchArgs) -> Result<Option<(control::proto::Addr, String)>, Failure> {
+    let (text, flag) = match &args.controller {
+        Some(a) => (a.clone(), "--controller"),
+        None => match std::env::var(control::proto::ENV_ADDR) {
+            Ok(a) if !a.is_empty() => (a, control::proto::ENV_ADDR),
+            _ => return Ok(None),
+        },
+    };
+    let addr = control::proto::Addr::parse(&text)
+        .map_err(|e| Failure::BadInput(format!("{flag}: {e}")))?;
+    let secret = control::launch::secret_from_env().map_err(Failure::BadInput)?;
+    Ok(Some((addr, secret)))
+}
+
 fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
+    let controller = controller_of(&args)?;
     let env = LauncherEnv::from_env();
     let choice = BackendChoice::probe(args.sweep.backend);
     let facts = choice.facts(env.local_size.unwrap_or(1) as u64);
@@ -235,7 +253,7 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     }
     let world =
         MpiWorld::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
-    let result = bench_in_world(&plan, &world, env, &choice);
+    let result = bench_in_world(&plan, &world, env, &choice, controller);
     drop(world);
     result
 }
@@ -298,6 +316,7 @@ fn bench_in_world(
     world: &MpiWorld,
     env: LauncherEnv,
     choice: &BackendChoice,
+    controller: Option<(control::proto::Addr, String)>,
 ) -> Result<Outcome, Failure> {
     let comm = world.comm();
     if choice.arg == BackendArg::Auto {
@@ -330,13 +349,30 @@ fn bench_in_world(
         .max(plan.sweep.check_iterations);
     // The watchdog aborts the NCCL communicator (once there is one) before ending the rank.
     let abort: Arc<Mutex<Option<ffi::nccl::AbortHandle>>> = Arc::default();
+    let agent_link: Arc<Mutex<Option<Arc<control::agent::Shared>>>> = Arc::default();
     let watchdog = runner::watchdog::Watchdog::start(
         world.rank,
         plan.sweep.timeout,
         Box::new({
             let abort = abort.clone();
+            let agent_link = agent_link.clone();
             move |msg| {
                 say(&format!("collbench: {msg}; aborting this rank"));
+                if let Some(a) = agent_link
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                {
+                    control::agent::notify(
+                        a,
+                        &control::proto::ToController::Detected {
+                            mechanism: control::proto::Mechanism::WatchdogDeadline,
+                            detail: msg.to_string(),
+                            culprit: None,
+                        },
+                    );
+                    control::agent::goodbye(a, "aborted by its watchdog");
+                }
                 if let Some(h) = abort.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                     h.abort();
                 }
@@ -357,15 +393,84 @@ fn bench_in_world(
         }
     };
 
+    let agent = match controller {
+        None => None,
+        Some((addr, secret)) => {
+            let identity = control::agent::Identity {
+                rank: world.rank,
+                world_size: world.size,
+                host: world.hostname.clone(),
+                local_rank: world.local_rank,
+                device: info.pci_bus_id.clone(),
+                out_dir: world.is_root().then(|| out_dir.display().to_string()),
+            };
+            let started =
+                control::agent::Agent::start(&addr, &secret, identity, watchdog.progress());
+            let failed = ffi::mpi::allreduce_sum_u64(comm, started.is_err() as u64)
+                .map_err(could_not_run)?;
+            match started {
+                Err(e) => return Err(Failure::CouldNotRun(format!("rank {}: {e}", world.rank))),
+                Ok(_) if failed > 0 => {
+                    return Err(Failure::CouldNotRun(format!(
+                        "{failed} rank(s) could not register with the controller at {addr}"
+                    )))
+                }
+                Ok(a) => {
+                    *agent_link.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.shared());
+                    backend = Box::new(control::hooks::FaultyBackend::new(
+                        backend,
+                        a.shared(),
+                        world.size,
+                    ));
+                    Some(a)
+                }
+            }
+        }
+    };
+    let result = measure_and_report(
+        plan,
+        world,
+        env,
+        backend,
+        info,
+        notes,
+        &out_dir,
+        &watchdog,
+        agent.as_ref(),
+    );
+    drop(watchdog);
+    if let Some(a) = agent {
+        a.finish(match &result {
+            Ok(Outcome::Success) => "complete",
+            Ok(Outcome::TestFailed(_)) => "complete with a failed test",
+            Err(_) => "failed",
+        });
+    }
+    result
+}
+
+/// Runs the sweep; rank 0 also writes every result file as rows arrive.
+#[allow(clippy::too_many_arguments)]
+fn measure_and_report(
+    plan: &Plan,
+    world: &MpiWorld,
+    env: LauncherEnv,
+    mut backend: Box<dyn Backend + '_>,
+    info: RankInfo,
+    notes: Vec<String>,
+    out_dir: &Path,
+    watchdog: &runner::watchdog::Watchdog,
+    agent: Option<&control::agent::Agent>,
+) -> Result<Outcome, Failure> {
+    let comm = world.comm();
     let info = serde_json::to_vec(&info).map_err(could_not_run)?;
     let infos = ffi::mpi::gather_bytes(comm, 0, &info).map_err(could_not_run)?;
 
     let Some(infos) = infos else {
         // Not rank 0: measure and hand results to rank 0.
-        let outcome =
-            runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |_| Ok(()))
-                .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
-        localize(plan, world, &watchdog)
+        let outcome = runner::run_sweep(&plan.sweep, backend.as_mut(), world, watchdog, |_| Ok(()))
+            .map_err(|e| Failure::CouldNotRun(format!("rank {}: {e}", world.rank)))?;
+        localize(plan, world, watchdog)
             .map_err(|e| Failure::CouldNotRun(format!("rank {}: localization: {e}", world.rank)))?;
         return Ok(verdict(outcome.wrong_total, None));
     };
@@ -385,13 +490,13 @@ fn bench_in_world(
             plan.sweep.placements.clone(),
             plan.sweep.check_iterations > 0,
         )),
-        Box::new(report::json::JsonExporter::new(&out_dir)),
+        Box::new(report::json::JsonExporter::new(out_dir)),
         Box::new(report::hlog::HlogExporter::new(
-            &out_dir,
+            out_dir,
             &doc.files.histograms,
             start_unix_s,
         )),
-        Box::new(report::outputs::ReportExporter::new(&out_dir)),
+        Box::new(report::outputs::ReportExporter::new(out_dir)),
     ];
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         exporters.push(Box::new(report::progress::ProgressExporter::new(
@@ -404,7 +509,17 @@ fn bench_in_world(
             .map_err(|e| could_not_run(format!("writing results to {}: {e}", out_dir.display())))?;
     }
 
-    let result = runner::run_sweep(&plan.sweep, backend.as_mut(), world, &watchdog, |records| {
+    let mut stragglers_named = Stragglers::default();
+    if let Some(a) = agent {
+        a.send(&control::proto::ToController::SweepStarted {
+            unix_s: report::unix_now(),
+        });
+    }
+    let result = runner::run_sweep(&plan.sweep, backend.as_mut(), world, watchdog, |records| {
+        if let Some(a) = agent {
+            report_wrong_data(a, records);
+            report_stragglers(a, records, &mut stragglers_named);
+        }
         doc.results.extend(records.iter().cloned());
         doc.refresh_summary();
         for e in &mut exporters {
@@ -415,10 +530,9 @@ fn bench_in_world(
     });
     let mut located = None;
     let result = result.and_then(|o| {
-        located = localize(plan, world, &watchdog)?;
+        located = localize(plan, world, watchdog)?;
         Ok(o)
     });
-    drop(watchdog);
 
     doc.end_time = Some(report::rfc3339_now());
     doc.refresh_summary();
@@ -458,7 +572,7 @@ fn bench_in_world(
         return Err(Failure::CouldNotRun(format!("rank 0: {msg}")));
     }
     let wrong = result.map(|o| o.wrong_total).unwrap_or(0);
-    match (verdict(wrong, Some(&out_dir)), &doc.verdict) {
+    match (verdict(wrong, Some(out_dir)), &doc.verdict) {
         (Outcome::Success, Some(v)) if !v.is_ready() => Ok(Outcome::TestFailed(v.summary())),
         (o, _) => Ok(o),
     }
@@ -484,6 +598,75 @@ fn localize(
         .map(|s| s.delay);
     let bytes = plan.sweep.max_bytes.min(1 << 20);
     runner::localize::run(world, watchdog, bytes, plan.sweep.iterations, factor, slow).map(Some)
+}
+
+/// Tells the controller about rows with wrong values, naming the sending rank where the check can.
+fn report_wrong_data(agent: &control::agent::Agent, records: &[metrics::Record]) {
+    for r in records.iter().filter(|r| r.wrong.unwrap_or(0) > 0) {
+        let victims: Vec<usize> = r
+            .per_rank
+            .iter()
+            .filter(|p| p.wrong > 0)
+            .map(|p| p.rank)
+            .collect();
+        let source = r.per_rank.iter().find_map(|p| p.wrong_source);
+        let detail = format!(
+            "{} wrong values in {} {} B {}: received wrong on rank(s) {victims:?}{}",
+            r.wrong.unwrap_or(0),
+            r.op.name(),
+            r.size_bytes,
+            r.placement.label(),
+            match source {
+                Some(s) => format!("; the bad block came from rank {s}"),
+                None if r.op.reduces() =>
+                    "; a reduction spreads one bad input to every rank".into(),
+                None => String::new(),
+            }
+        );
+        let culprit = source.or((victims.len() == 1).then(|| victims[0]));
+        agent.detected(control::proto::Mechanism::WrongData, detail, culprit);
+    }
+}
+
+#[derive(Default)]
+struct Stragglers {
+    /// The rank late in the last row, and in how many rows in a row.
+    last: Option<(usize, u32)>,
+    named: std::collections::BTreeSet<usize>,
+}
+
+/// A rank that arrives late at every call waits the least inside it: its per-iteration median is
+/// far below the other ranks' (which include waiting for it). Named once per rank, after three
+/// late rows in a row.
+fn report_stragglers(
+    agent: &control::agent::Agent,
+    records: &[metrics::Record],
+    seen: &mut Stragglers,
+) {
+    for r in records {
+        let late = metrics::late_rank(&r.per_rank);
+        // One noisy row is not a straggler: the same rank must be late in 3 rows in a row.
+        let run = match (late, seen.last) {
+            (Some((rank, ..)), Some((last, n))) if rank == last => n + 1,
+            (Some(_), _) => 1,
+            (None, _) => 0,
+        };
+        seen.last = late.map(|(rank, ..)| (rank, run));
+        if let Some((rank, mine, others)) = late.filter(|_| run >= 3) {
+            if seen.named.insert(rank) {
+                agent.detected(
+                    control::proto::Mechanism::Straggler,
+                    format!(
+                        "rank {rank} arrives late at {} {} B: its median time in the call is {mine:.1} us while the \
+                         other ranks wait {others:.1} us for it",
+                        r.op.name(),
+                        r.size_bytes
+                    ),
+                    Some(rank),
+                );
+            }
+        }
+    }
 }
 
 fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {
@@ -568,7 +751,7 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
         ));
     }
     let choice = BackendChoice::probe(args.sweep.backend);
-    choice.resolve(&args.sweep, choice.facts(args.np as u64))?;
+    let resolved = choice.resolve(&args.sweep, choice.facts(args.np as u64))?;
     if let Some(t) = &args.sweep.topology {
         check_topology(t)?;
     }
@@ -582,21 +765,47 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
             args.mpirun.display()
         ))
     })?;
+    let plan = match &args.plan {
+        Some(p) => {
+            let plan = control::commands::load_plan(p)?;
+            control::commands::check_points(&plan, &resolved.sweep, args.np as u64)?;
+            control::commands::check_privilege(&plan, args.allow_privileged, "--allow-privileged")?;
+            Some(plan)
+        }
+        None => None,
+    };
     let exe = bootstrap::local::self_exe().map_err(could_not_run)?;
     let mut sweep = args.sweep.clone();
-    sweep.out = Some(out);
+    sweep.out = Some(out.clone());
     let mut child = vec!["bench".to_string()];
     child.extend(sweep.to_argv());
+    let mut extra = args.mpirun_args.clone();
+    if plan.is_some() && kind == bootstrap::local::MpirunKind::OpenMpi {
+        // Ranks on other hosts get the controller's address and secret file too.
+        for var in [control::proto::ENV_ADDR, control::proto::ENV_SECRET_FILE] {
+            extra.extend(["-x".to_string(), var.to_string()]);
+        }
+    }
     let (argv, env) = bootstrap::local::mpirun_command(
         &args.mpirun,
         kind,
         args.np,
         bootstrap::local::HostFacts::probe(),
-        &args.mpirun_args,
+        &extra,
         &exe,
         &child,
     );
     eprintln!("# collbench local: {}", argv.join(" "));
+    if let Some(plan) = plan {
+        let job = control::launch::Job { argv, env };
+        return control::commands::run_job(
+            plan,
+            args.allow_privileged,
+            &args.listen,
+            Some(job),
+            Some(out),
+        );
+    }
     let code = bootstrap::local::run(&argv, &env)
         .map_err(|e| could_not_run(format!("starting {}: {e}", args.mpirun.display())))?;
     match code {

@@ -8,37 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn progress_lines(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string(dir.join("progress.jsonl")).map_or(0, |s| s.lines().count())
-}
-
-/// Processes whose command line mentions `needle` (our unique results folder).
-fn processes_mentioning(needle: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(needle) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
 fn spawn_local(args: &[&str]) -> Child {
     Command::new(exe())
         .arg("local")

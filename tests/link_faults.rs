@@ -609,3 +609,211 @@ fn vcluster_refuses_bad_input() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `collbench controller --plan PLAN --allow-privileged -- vcluster mpirun ... collbench bench ...`:
+/// the controller on a unix socket (reachable from every host's namespace), one rank per host.
+fn controller_run(c: &Cluster, plan: &str, sweep: &[&str], out: &Path) -> (Option<i32>, String) {
+    let dir = out.parent().unwrap();
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(&plan_path, plan).unwrap();
+    let sock = dir.join("ctl.sock");
+    let exe = common::exe();
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "controller",
+        "--plan",
+        plan_path.to_str().unwrap(),
+        "--allow-privileged",
+    ])
+    .arg("--listen")
+    .arg(format!("unix:{}", sock.display()))
+    .arg("--")
+    .arg(vcluster())
+    .args([
+        "mpirun", "--prefix", &c.prefix, "-np", "4", "--map-by", "node",
+    ])
+    .args(["-x", "COLLBENCH_CONTROLLER", "-x", "COLLBENCH_SECRET_FILE"])
+    .args([&exe, "bench", "--out", out.to_str().unwrap()])
+    .args(sweep);
+    let o = run(&mut cmd);
+    let (so, se) = common::text(&o);
+    (o.status.code(), format!("{so}\n{se}"))
+}
+
+fn assert_hosts_clean(c: &Cluster, hosts: usize) {
+    for i in 1..=hosts {
+        c.assert_clean(i);
+        let pids = run(Command::new("ip").args(["netns", "pids", &c.host(i)]));
+        assert!(
+            pids.stdout.is_empty(),
+            "processes left on {}: {}",
+            c.host(i),
+            String::from_utf8_lossy(&pids.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_downed_link_is_detected_its_host_named_the_job_torn_down_and_the_link_restored() {
+    need_root!();
+    let c = Cluster::up(4);
+    let (_tmp, out) = common::fresh_out();
+    let plan = format!(
+        "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"1s\"\nstall = \"1500ms\"\nabort_after = \"2s\"\n\n\
+         [[fault]]\nkind = \"down\"\ntarget = \"link:{}/eth0\"\nstart = \"1s\"\nduration = \"60s\"\n",
+        c.host(2)
+    );
+    let sweep = [
+        "-b",
+        "1K",
+        "-e",
+        "1K",
+        "-n",
+        "20",
+        "--op",
+        "all_reduce",
+        "--run-for",
+        "60s",
+    ];
+    let (code, log) = controller_run(&c, &plan, &sweep, &out);
+    assert_eq!(code, Some(3), "{log}");
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    assert_eq!(doc["status"], "failed");
+    assert!(
+        !doc["results"].as_array().unwrap().is_empty(),
+        "rows before the fault are kept"
+    );
+    let f = &doc["faults"][0];
+    assert_eq!(f["detected"]["host"], c.host(2), "{f}");
+    assert!(f["detected"]["after_s"].as_f64().unwrap() < 5.0, "{f}");
+    assert_eq!(f["outcome"], "aborted");
+    let stall = doc["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["mechanism"] == "progress_stall")
+        .unwrap_or_else(|| panic!("no stall detected: {}", doc["detections"]));
+    assert_eq!(
+        stall["host"],
+        c.host(2),
+        "the stall is blamed on the host with the dead link"
+    );
+    assert!(doc["job"]["torn_down"].is_string());
+    assert!(c.reaches_soon(1, c.addr(2)), "the link is back up");
+    assert_hosts_clean(&c, 4);
+}
+
+#[test]
+fn ten_percent_loss_shifts_p99_and_its_host_is_named() {
+    need_root!();
+    let c = Cluster::up(4);
+    let (_tmp, out) = common::fresh_out();
+    let plan = format!(
+        "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"2s\"\nstall = \"5s\"\n\n\
+         [[fault]]\nkind = \"loss\"\ntarget = \"link:{}/eth0\"\nstart = \"2s\"\nduration = \"3s\"\nloss = \"10%\"\n",
+        c.host(2)
+    );
+    let sweep = [
+        "-b",
+        "64K",
+        "-e",
+        "64K",
+        "-n",
+        "20",
+        "--op",
+        "all_reduce",
+        "--run-for",
+        "7s",
+    ];
+    let (code, log) = controller_run(&c, &plan, &sweep, &out);
+    assert_eq!(code, Some(0), "{log}");
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    let f = &doc["faults"][0];
+    let ph = &f["phases"];
+    let p99 = |p: &str| {
+        ph[p]["p99_us"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {p} phase: {f}"))
+    };
+    assert!(p99("during") > 3.0 * p99("before"), "p99 shift: {ph}");
+    assert_eq!(f["detected"]["mechanism"], "retransmits", "{f}");
+    assert_eq!(f["detected"]["host"], c.host(2), "{f}");
+    assert!(f["reverted_at_s"].is_number());
+    assert_hosts_clean(&c, 4);
+}
+
+#[test]
+fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
+    need_root!();
+    let c = Cluster::up(4);
+    let (_tmp, out) = common::fresh_out();
+    let dir = out.parent().unwrap().to_path_buf();
+    let plan_path = dir.join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        format!(
+            "[[fault]]\nkind = \"rate\"\ntarget = \"link:{}/eth0\"\nstart = \"500ms\"\nduration = \"120s\"\nrate = \"10mbit\"\n",
+            c.host(3)
+        ),
+    )
+    .unwrap();
+    let exe = common::exe();
+    let mut child = Command::new(&exe)
+        .args([
+            "controller",
+            "--plan",
+            plan_path.to_str().unwrap(),
+            "--allow-privileged",
+        ])
+        .arg("--listen")
+        .arg(format!("unix:{}", dir.join("ctl.sock").display()))
+        .arg("--")
+        .arg(vcluster())
+        .args([
+            "mpirun", "--prefix", &c.prefix, "-np", "4", "--map-by", "node",
+        ])
+        .args(["-x", "COLLBENCH_CONTROLLER", "-x", "COLLBENCH_SECRET_FILE"])
+        .args([&exe, "bench", "--out", out.to_str().unwrap()])
+        .args([
+            "-b",
+            "64K",
+            "-e",
+            "64K",
+            "--op",
+            "all_reduce",
+            "--run-for",
+            "120s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !tc_show(&c, 3).contains("cb01:") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the rate limit never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signals the controller this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("SIGTERM: reverting faults"), "{err}");
+    assert!(!tc_show(&c, 3).contains("cb01:"), "the rate limit is gone");
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    assert_eq!(doc["job"]["signal"], "SIGTERM");
+    assert!(
+        doc["faults"][0]["reverted_at_s"].is_number(),
+        "{}",
+        doc["faults"][0]
+    );
+    assert_hosts_clean(&c, 4);
+}

@@ -1,6 +1,11 @@
-//! Control: the fault injectors collbench applies to hosts and links, and their leases and heal.
-//! `proto` owns the control protocol (frames, messages, secrets); `link` owns link faults (down, loss, rate, partition, delay) as typed values and the argv to apply and revert them.
+//! Control: the controller and the agents in ranks, the fault injectors collbench applies to hosts and
+//! links, their leases and heal. `proto` is the wire; `controller` the server; `agent` and `hooks` the rank side.
 
+pub mod agent;
+pub mod commands;
+pub mod controller;
 pub mod heal;
+pub mod hooks;
+pub mod launch;
 pub mod link;
 pub mod proto;

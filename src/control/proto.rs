@@ -33,6 +33,12 @@ pub enum Mechanism {
     EarlyExit,
     /// A per-iteration straggler: the rank's skew share stands out.
     Straggler,
+    /// The rank's own host saw an interface lose its link (operstate down).
+    LinkDown,
+    /// mpirun ended the job (a rank died or aborted).
+    JobEnded,
+    /// TCP retransmissions concentrate on one host's connections: its link loses packets.
+    Retransmits,
 }
 
 impl Mechanism {
@@ -45,6 +51,9 @@ impl Mechanism {
             Mechanism::WrongData => "wrong_data",
             Mechanism::EarlyExit => "early_exit",
             Mechanism::Straggler => "straggler",
+            Mechanism::LinkDown => "link_down",
+            Mechanism::JobEnded => "job_ended",
+            Mechanism::Retransmits => "retransmits",
         }
     }
 }
@@ -69,6 +78,9 @@ pub struct Hello {
     pub host: String,
     pub local_rank: usize,
     pub pid: u32,
+    /// The rank's parent (mpirun's daemon on this host, or mpirun itself).
+    #[serde(default)]
+    pub ppid: u32,
     pub device: Option<String>,
     /// The kernel's boot id and the rank's pid namespace: equal to the controller's means the
     /// controller can signal the rank's pid itself.
@@ -76,6 +88,9 @@ pub struct Hello {
     pub pid_ns: String,
     /// The results folder rank 0 writes, so a standalone controller can add the fault timeline.
     pub out_dir: Option<String>,
+    /// This host's IPv4 addresses: (interface, address/prefix), loopback left out.
+    #[serde(default)]
+    pub addrs: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,6 +99,9 @@ pub enum ToController {
     Hello(Hello),
     Heartbeat {
         progress: Progress,
+        /// TCP retransmissions so far on this host, per peer address (from the host's first rank).
+        #[serde(default)]
+        retrans: Vec<(String, u64)>,
     },
     /// Rank 0: the sweep's first measurement begins now.
     SweepStarted {
@@ -110,6 +128,15 @@ pub enum ToController {
         id: usize,
         error: String,
     },
+    /// An armed point was reached (the fault applies from now).
+    PointReached {
+        id: usize,
+        unix_s: f64,
+    },
+    /// Packet loss, in percent, to each probed peer address.
+    ProbeResult {
+        loss: Vec<(String, f64)>,
+    },
     /// The rank is done; nothing more follows.
     Goodbye {
         reason: String,
@@ -128,8 +155,26 @@ pub enum Action {
     Exit,
     /// SIGKILL itself (when the controller cannot signal the pid).
     Kill,
-    /// SIGSTOP itself, with a detached timer process sending SIGCONT after `duration_ms`.
-    Hang { duration_ms: u64 },
+    /// SIGSTOP itself, with a detached timer process sending SIGCONT after the duration.
+    Hang,
+    /// A link fault on this host; the agent validates every value again before use.
+    Link(LinkSpec),
+}
+
+/// A link fault as it crosses the wire: kind and typed parameters, never a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    /// down | loss | rate | partition | flap | delay
+    pub kind: String,
+    /// The interface; for a partition without one, the agent picks the interface whose subnet
+    /// holds the peers.
+    pub iface: Option<String>,
+    pub loss_hundredths: Option<u32>,
+    pub rate_bps: Option<u64>,
+    /// Peer addresses (IPv4, optional /prefix) for a partition.
+    pub peers: Vec<String>,
+    pub delay_us: Option<u64>,
+    pub period_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -138,21 +183,27 @@ pub enum ToRank {
     Welcome {
         heartbeat_ms: u64,
     },
-    /// Apply now.
+    /// Apply now; the agent reverts by itself after `duration_ms` if no Revert came first.
     Apply {
         id: usize,
         action: Action,
+        duration_ms: Option<u64>,
     },
-    /// Apply when this rank reaches the point (op, size, iteration).
+    /// Apply when this rank reaches the point (op, size in bytes, timed iteration).
     ArmAt {
         id: usize,
         op: String,
         size: u64,
         iteration: u64,
         action: Action,
+        duration_ms: Option<u64>,
     },
     Revert {
         id: usize,
+    },
+    /// Measure packet loss to these peer addresses (ICMP echo) and report it.
+    Probe {
+        peers: Vec<String>,
     },
 }
 
@@ -325,6 +376,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_refuse_oversize() {
         let msg = ToController::Heartbeat {
+            retrans: vec![("10.77.0.2".into(), 4)],
             progress: Progress {
                 ticks: 3,
                 activity: "timed loop".into(),
@@ -348,6 +400,33 @@ mod tests {
             read_frame::<ToController>(&mut &junk[..]),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_schema_knows_every_mechanism() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../results/schema/run.v1.schema.json")).unwrap();
+        let known = &schema["$defs"]["mechanism"]["enum"];
+        use Mechanism::*;
+        for m in [
+            ConnectionLost,
+            MissedHeartbeat,
+            ProgressStall,
+            WatchdogDeadline,
+            WrongData,
+            EarlyExit,
+            Straggler,
+            LinkDown,
+            JobEnded,
+            Retransmits,
+        ] {
+            assert!(
+                known.as_array().unwrap().iter().any(|k| k == m.name()),
+                "{} missing from the schema",
+                m.name()
+            );
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+        }
     }
 
     #[test]

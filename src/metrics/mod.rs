@@ -47,11 +47,65 @@ pub struct RankSummary {
     pub p99_us: f64,
     pub max_us: f64,
     pub mean_us: f64,
+    /// All-to-all check: the sender of the first wrong block this rank received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrong_source: Option<usize>,
+}
+
+/// The late rank of a call, if one stands out: its per-iteration median is under a third of the
+/// median of the other ranks and at least 200 us below it. Returns (rank, its p50, the others' p50).
+pub fn late_rank(per_rank: &[RankSummary]) -> Option<(usize, f64, f64)> {
+    if per_rank.len() < 3 {
+        return None;
+    }
+    let low = per_rank
+        .iter()
+        .min_by(|a, b| a.p50_us.total_cmp(&b.p50_us))?;
+    let mut others: Vec<f64> = per_rank
+        .iter()
+        .filter(|r| r.rank != low.rank)
+        .map(|r| r.p50_us)
+        .collect();
+    others.sort_by(|a, b| a.total_cmp(b));
+    let med = others[others.len() / 2];
+    // Every other rank must wait too, or it is noise on one rank.
+    let all_wait = others[0] > 3.0 * low.p50_us;
+    (all_wait && med > 3.0 * low.p50_us && med - low.p50_us >= 200.0)
+        .then_some((low.rank, low.p50_us, med))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ranks(p50: &[f64]) -> Vec<RankSummary> {
+        p50.iter()
+            .enumerate()
+            .map(|(rank, &p)| RankSummary {
+                rank,
+                time_us: p,
+                wrong: 0,
+                p50_us: p,
+                p99_us: p,
+                max_us: p,
+                mean_us: p,
+                wrong_source: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_late_rank_waits_least() {
+        assert_eq!(
+            late_rank(&ranks(&[2050.0, 1990.0, 12.0, 2010.0])).map(|x| x.0),
+            Some(2)
+        );
+        // Noise: one fast rank but the others do not all wait.
+        assert_eq!(late_rank(&ranks(&[30.0, 900.0, 10.0, 25.0])), None);
+        // Too small a gap to be a straggler.
+        assert_eq!(late_rank(&ranks(&[60.0, 55.0, 10.0, 58.0])), None);
+        assert_eq!(late_rank(&ranks(&[10.0, 2000.0])), None);
+    }
 
     /// Rows of published nccl-tests tables: (op, size, ranks, time us, algbw, busbw).
     const PUBLISHED: &[(Collective, u64, usize, f64, f64, f64)] = &[

@@ -590,6 +590,15 @@ fn resolve_fault(
     if kind != FaultKind::Flap {
         refuse(r.period.as_ref().map(|v| v.span()), "period");
     }
+    if let Some(seed) = &r.seed {
+        let why = if kind == FaultKind::Loss {
+            "nftables' random drop (numgen random) cannot be seeded, so a seeded loss would not be reproducible"
+                .to_string()
+        } else {
+            format!("nothing in a {} fault is random", kind.name())
+        };
+        errors.push(lines.err(seed.span(), format!("seed: {why}"), "remove seed"));
+    }
     if let (Some(p), Some(d)) = (period, duration) {
         if p > d {
             errors.push(lines.err(
@@ -681,7 +690,6 @@ target = "link:cb-h1/eth0"
 start = "1s"
 duration = "3s"
 loss = "10%"
-seed = 7
 "#)
         .unwrap();
         assert_eq!(plan.heartbeat, Duration::from_millis(500));
@@ -697,8 +705,16 @@ seed = 7
             }
         );
         assert_eq!(plan.faults[2].loss_percent, Some(10.0));
-        assert_eq!(plan.faults[2].seed, Some(7));
         assert!(plan.needs_privilege());
+    }
+
+    #[test]
+    fn a_seed_is_refused_where_nothing_can_honour_it() {
+        let errs = p("[[fault]]\nkind = \"loss\"\ntarget = \"link:h/eth0\"\nstart = \"1s\"\nduration = \"1s\"\nloss = \"5%\"\nseed = 3\n")
+            .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, 7);
+        assert!(errs[0].problem.contains("cannot be seeded"), "{}", errs[0]);
     }
 
     #[test]

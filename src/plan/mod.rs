@@ -265,6 +265,11 @@ pub struct SweepPlan {
     pub timeout: Option<Duration>,
     /// Rank whose input is corrupted on purpose (test hook), if any.
     pub debug_corrupt_rank: Option<usize>,
+    /// Passes over the whole sweep (at least; `run_for` may add more).
+    pub repeat: u32,
+    /// Repeat whole passes until this much time has passed since the first.
+    #[serde(rename = "run_for_s", serialize_with = "ser_timeout")]
+    pub run_for: Option<Duration>,
     /// Rank that sleeps before each timed call (test hook: a planted straggler), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug_slow_rank: Option<SlowRank>,
@@ -477,6 +482,28 @@ impl Plan {
                 "add --topology FILE (e.g. topologies/local-cpu.toml)",
             ));
         }
+        if args.repeat == 0 {
+            return Err(bad(
+                "--repeat",
+                "0 passes measure nothing",
+                "use --repeat 1 or more",
+            ));
+        }
+        let run_for = match args.run_for.as_deref() {
+            None => None,
+            Some(t) => Some(
+                humantime::parse_duration(t.trim())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        bad(
+                            "--run-for",
+                            format!("'{t}' is not a positive duration"),
+                            "write it like 20s or 5m",
+                        )
+                    })?,
+            ),
+        };
         let placements = match args.placement {
             PlacementArg::Both => vec![Placement::OutOfPlace, Placement::InPlace],
             PlacementArg::Out => vec![Placement::OutOfPlace],
@@ -524,6 +551,8 @@ impl Plan {
                     .map(parse_slow_rank)
                     .transpose()?,
                 localize: args.localize,
+                repeat: args.repeat,
+                run_for,
             },
             backend,
             gpu: args.gpu,

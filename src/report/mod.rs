@@ -121,3 +121,10 @@ pub trait Exporter {
     fn step(&mut self, run: &RunDoc, records: &[Record]) -> std::io::Result<()>;
     fn finish(&mut self, run: &RunDoc) -> std::io::Result<()>;
 }
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -445,6 +445,7 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported, ImportError> {
                             p99_us: s.p99_us,
                             max_us: s.max_us,
                             mean_us: s.mean_us,
+                            wrong_source: None,
                         });
                     }
                 }
@@ -588,6 +589,8 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported, ImportError> {
             debug_corrupt_rank: None,
             debug_slow_rank: None,
             localize: false,
+            repeat: 1,
+            run_for: None,
         },
         notes: notes.clone(),
         results: records,

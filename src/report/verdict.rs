@@ -841,6 +841,7 @@ mod tests {
                     p99_us: p50_us,
                     max_us: p50_us,
                     mean_us: p50_us,
+                    wrong_source: None,
                 })
                 .collect(),
             histogram_tag: String::new(),

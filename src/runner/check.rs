@@ -237,6 +237,48 @@ pub fn fill(bytes: &mut [u8], call: &Call, rank: usize, nranks: usize, iter: u32
     )
 }
 
+/// For all-to-all, the rank whose block holds this rank's first wrong element: the sender whose
+/// data went bad (a reduction mixes every rank's input, so it has no such answer).
+pub fn first_wrong_source(
+    bytes: &[u8],
+    call: &Call,
+    rank: usize,
+    nranks: usize,
+    iter: u32,
+) -> Option<usize> {
+    if call.op != Collective::AllToAll {
+        return None;
+    }
+    dispatch!(
+        call.dtype,
+        cast_ref,
+        bytes,
+        first_wrong_typed,
+        call,
+        rank as u64,
+        nranks as u64,
+        iter as u64
+    )
+}
+
+fn first_wrong_typed<T: Elem>(
+    buf: &[T],
+    call: &Call,
+    rank: u64,
+    n: u64,
+    iter: u64,
+) -> Option<usize> {
+    let c = call.count as usize;
+    buf.iter()
+        .enumerate()
+        .take(c * n as usize)
+        .find(|(idx, &got)| {
+            let (src, k) = ((idx / c.max(1)) as u64, (idx % c.max(1)) as u64);
+            got != T::from_small(alltoall_input(src, rank, k, iter))
+        })
+        .map(|(idx, _)| idx / c.max(1))
+}
+
 /// Counts elements of this rank's result that differ from the exact expected value.
 pub fn count_wrong(bytes: &[u8], call: &Call, rank: usize, nranks: usize, iter: u32) -> u64 {
     dispatch!(
@@ -255,6 +297,24 @@ pub fn count_wrong(bytes: &[u8], call: &Call, rank: usize, nranks: usize, iter: 
 mod tests {
     use super::*;
     use crate::plan::Placement;
+
+    #[test]
+    fn all_to_all_names_the_sender_of_a_bad_block() {
+        let c = call(Collective::AllToAll, DType::Int32, None, 4, 3);
+        let n = 3;
+        let mut out = vec![0i32; 12];
+        // What rank 1 receives: block s from rank s.
+        for s in 0..n {
+            for k in 0..4 {
+                out[s * 4 + k] = alltoall_input(s as u64, 1, k as u64, 0) as i32;
+            }
+        }
+        let bytes = |v: &Vec<i32>| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+        assert_eq!(first_wrong_source(&bytes(&out), &c, 1, n, 0), None);
+        out[2 * 4 + 1] ^= 0x5a;
+        assert_eq!(first_wrong_source(&bytes(&out), &c, 1, n, 0), Some(2));
+        assert_eq!(count_wrong(&bytes(&out), &c, 1, n, 0), 1);
+    }
 
     fn call(op: Collective, dtype: DType, redop: Option<RedOp>, count: u64, n: u64) -> Call {
         Call {

@@ -38,6 +38,8 @@ struct RankMeasurement {
     batched_ns: u64,
     samples: Vec<u64>,
     wrong: u64,
+    /// All-to-all: the sender of the first wrong block (u64::MAX on the wire when none).
+    wrong_source: Option<usize>,
     /// Whether the check ran (the backend may not define a result to check).
     checked: bool,
 }
@@ -61,6 +63,36 @@ pub fn run_sweep<B: Backend + ?Sized>(
         records: 0,
         wrong_total: 0,
     };
+    let first_pass = std::time::Instant::now();
+    let mut pass = 0u32;
+    loop {
+        sweep_pass(plan, backend, world, watchdog, &mut on_step, &mut outcome)?;
+        pass += 1;
+        // Rank 0's clock decides for everyone whether another pass runs.
+        let mine = world.is_root()
+            && (pass < plan.repeat || plan.run_for.is_some_and(|d| first_pass.elapsed() < d));
+        watchdog.arm("agreeing on another pass", None);
+        let more = mpic::allreduce_sum_u64(world.comm(), mine as u64)?;
+        watchdog.disarm();
+        if more == 0 {
+            break;
+        }
+    }
+    watchdog.arm("final agreement", None);
+    outcome.wrong_total = mpic::allreduce_sum_u64(world.comm(), outcome.wrong_total)?;
+    watchdog.disarm();
+    Ok(outcome)
+}
+
+/// One pass over every group and size.
+fn sweep_pass<B: Backend + ?Sized>(
+    plan: &SweepPlan,
+    backend: &mut B,
+    world: &MpiWorld,
+    watchdog: &Watchdog,
+    on_step: &mut impl FnMut(&[Record]) -> Result<(), RunError>,
+    outcome: &mut SweepOutcome,
+) -> Result<(), RunError> {
     for (op, dtype, redop) in plan.groups() {
         for &size in &plan.sizes {
             let shape = Shape::of(op, dtype, size, world.size as u64);
@@ -90,10 +122,7 @@ pub fn run_sweep<B: Backend + ?Sized>(
             }
         }
     }
-    watchdog.arm("final agreement", None);
-    outcome.wrong_total = mpic::allreduce_sum_u64(world.comm(), outcome.wrong_total)?;
-    watchdog.disarm();
-    Ok(outcome)
+    Ok(())
 }
 
 fn measure<B: Backend + ?Sized>(
@@ -113,6 +142,7 @@ fn measure<B: Backend + ?Sized>(
     let checked = backend.checks(call);
     let check_iterations = if checked { plan.check_iterations } else { 0 };
     let mut wrong = 0;
+    let mut wrong_source = None;
     for it in 0..check_iterations {
         backend.write_input(&mut |b| {
             check::fill(b, call, rank, n, it);
@@ -124,7 +154,13 @@ fn measure<B: Backend + ?Sized>(
         })?;
         backend.launch()?;
         backend.synchronize()?;
-        backend.read_output(&mut |b| wrong += check::count_wrong(b, call, rank, n, it))?;
+        backend.read_output(&mut |b| {
+            let w = check::count_wrong(b, call, rank, n, it);
+            if w > 0 && wrong_source.is_none() {
+                wrong_source = check::first_wrong_source(b, call, rank, n, it);
+            }
+            wrong += w;
+        })?;
         watchdog.tick(it as u64);
     }
     backend.write_input(&mut |b| check::fill(b, call, rank, n, 0))?;
@@ -193,6 +229,7 @@ fn measure<B: Backend + ?Sized>(
         batched_ns: (t1 - t0) / iters as u64,
         samples,
         wrong,
+        wrong_source,
         checked,
     })
 }
@@ -214,6 +251,7 @@ fn assemble(
     let mut payload = Vec::with_capacity(64);
     payload.extend_from_slice(&m.batched_ns.to_le_bytes());
     payload.extend_from_slice(&m.wrong.to_le_bytes());
+    payload.extend_from_slice(&m.wrong_source.map_or(u64::MAX, |s| s as u64).to_le_bytes());
     payload.extend_from_slice(&hist.to_bytes());
     let gathered = mpic::gather_bytes(comm, 0, &payload)?;
     // SAFETY: reading MPI's predefined op handles.
@@ -229,12 +267,13 @@ fn assemble(
     let mut batched = Vec::with_capacity(gathered.len());
     let mut wrong_total = 0;
     for (rank, bytes) in gathered.iter().enumerate() {
-        if bytes.len() < 16 {
+        if bytes.len() < 24 {
             return Err(HistogramError::Truncated(bytes.len()).into());
         }
-        let b = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let w = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-        let h = LatencyHistogram::from_bytes(&bytes[16..])?;
+        let word =
+            |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+        let (b, w, src) = (word(0), word(1), word(2));
+        let h = LatencyHistogram::from_bytes(&bytes[24..])?;
         merged.merge(&h)?;
         let s = h.summary();
         per_rank.push(RankSummary {
@@ -245,6 +284,7 @@ fn assemble(
             p99_us: s.p99_us,
             max_us: s.max_us,
             mean_us: s.mean_us,
+            wrong_source: (src != u64::MAX).then_some(src as usize),
         });
         batched.push(b);
         wrong_total += w;

@@ -33,6 +33,33 @@ impl Progress {
     pub fn keepalive(&self) {
         self.0.progress.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Where the rank is now, for heartbeats: calls done so far, the phase, the call, the iteration.
+    pub fn snapshot(&self) -> Snapshot {
+        let (activity, point) = self
+            .0
+            .activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Snapshot {
+            ticks: self.0.progress.load(Ordering::Relaxed),
+            armed: self.0.armed.load(Ordering::Acquire),
+            activity,
+            point,
+            iteration: self.0.iteration.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub ticks: u64,
+    /// Whether a blocking phase is in progress (false between phases and after the sweep).
+    pub armed: bool,
+    pub activity: String,
+    pub point: Option<CallPoint>,
+    pub iteration: u64,
 }
 
 /// What the watchdog does when a deadline passes (the default ends the process).

@@ -1,0 +1,1318 @@
+//! The controller: admits agents that present the run's secret, tracks their heartbeats and progress,
+//! applies the plan's faults on time or at points, detects and attributes failures, and tears a lost job down.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::proto::{
+    self, Action, Detection, FaultEvent, Hello, LinkSpec, Mechanism, ToController, ToRank,
+    MAX_FRAME,
+};
+use crate::plan::faults::{Fault, FaultKind, FaultPlan, Start, Target};
+
+/// How long a new connection has to present its registration.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Config {
+    pub plan: FaultPlan,
+    pub secret: String,
+    /// Link faults run privileged commands on hosts; they need this explicit opt-in.
+    pub allow_privileged: bool,
+    /// Without a job of its own: end once `world` ranks registered and every one has left.
+    pub end_when_all_gone: bool,
+}
+
+/// One rank as the controller knows it.
+struct RankState {
+    hello: Hello,
+    tx: Option<mpsc::UnboundedSender<ToRank>>,
+    last_heartbeat: Instant,
+    progress: proto::Progress,
+    goodbye: Option<String>,
+    /// The controller can signal this pid itself (same kernel, same pid namespace).
+    local_pid: bool,
+    missing_since: Option<Instant>,
+    /// Retransmissions per peer address at the last heartbeat.
+    retrans: BTreeMap<String, u64>,
+}
+
+/// One detection, with when (seconds since the sweep started) and who.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DetectionRecord {
+    pub at_s: f64,
+    pub rank: Option<usize>,
+    pub host: Option<String>,
+    pub mechanism: Mechanism,
+    pub detail: String,
+}
+
+/// The fault timeline of a run: what the controller hands back at the end.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Timeline {
+    pub sweep_start_unix_s: Option<f64>,
+    pub faults: Vec<FaultEvent>,
+    pub detections: Vec<DetectionRecord>,
+    /// Whether the controller tore the job down, and why.
+    pub torn_down: Option<String>,
+    /// Connections refused (wrong secret, malformed or oversized registration).
+    pub refused: u64,
+    pub out_dir: Option<String>,
+    pub world_size: Option<usize>,
+    /// Every rank registered and said it completed the sweep (possibly with a failed test).
+    pub all_completed: bool,
+    /// (pid, parent pid) of the ranks this process can signal, to make sure none outlives the job.
+    #[serde(skip)]
+    pub local_pids: Vec<(u32, u32)>,
+}
+
+struct FaultState {
+    fault: Fault,
+    event: FaultEvent,
+    applied_at: Option<Instant>,
+    /// Pids the controller stopped itself (hang), to continue at the end.
+    stopped_pids: Vec<u32>,
+    /// Ranks whose agents hold the fault (they revert it).
+    agent_ranks: Vec<usize>,
+    revert_at: Option<Instant>,
+    done: bool,
+    armed: bool,
+}
+
+struct State {
+    ranks: BTreeMap<usize, RankState>,
+    faults: Vec<FaultState>,
+    timeline: Timeline,
+    started: Option<Instant>,
+    /// Progress stall bookkeeping: the tick sum and since when it has not moved.
+    ticks: (u64, Instant),
+    stalled: bool,
+    /// When the job first looked lost (a rank gone or missing, or a stall); cleared on recovery.
+    lost_since: Option<Instant>,
+    /// Teardown decided at this time: faults are reverted first, the kill follows.
+    aborting: Option<Instant>,
+    killed: bool,
+    /// Recent retransmissions: (when, host that saw them, peer host, count).
+    retrans: std::collections::VecDeque<(Instant, String, String, u64)>,
+    probe: Option<Probe>,
+    last_probe: Option<Instant>,
+    ended: bool,
+}
+
+impl State {
+    fn since_start(&self, t: Instant) -> f64 {
+        self.started
+            .map_or(0.0, |s| t.saturating_duration_since(s).as_secs_f64())
+    }
+
+    fn detect(&mut self, rank: Option<usize>, mechanism: Mechanism, detail: String, fatal: bool) {
+        let now = Instant::now();
+        let at_s = self.since_start(now);
+        let host = rank.and_then(|r| self.ranks.get(&r).map(|s| s.hello.host.clone()));
+        crate::say(&format!(
+            "collbench controller: {at_s:7.3}s detected {}{}: {detail}",
+            mechanism.name(),
+            match (&rank, &host) {
+                (Some(r), Some(h)) => format!(" (rank {r} on {h})"),
+                (Some(r), None) => format!(" (rank {r})"),
+                _ => String::new(),
+            }
+        ));
+        let rec = DetectionRecord {
+            at_s,
+            rank,
+            host: host.clone(),
+            mechanism,
+            detail: detail.clone(),
+        };
+        self.timeline.detections.push(rec);
+        // The first detection after a fault was applied that such a fault can cause is its detection.
+        if let Some(f) = self
+            .faults
+            .iter_mut()
+            .filter(|f| {
+                f.applied_at.is_some_and(|a| a <= now)
+                    && f.event.detected.is_none()
+                    && explains(f.fault.kind, mechanism)
+            })
+            .max_by_key(|f| f.applied_at)
+        {
+            let applied = f.event.applied_at_s.unwrap_or(at_s);
+            f.event.detected = Some(Detection {
+                at_s,
+                after_s: at_s - applied,
+                rank,
+                host,
+                mechanism,
+                detail,
+            });
+        }
+        if fatal && self.lost_since.is_none() {
+            self.lost_since = Some(now);
+        }
+    }
+}
+
+/// Whether a fault of `kind` can be what `mechanism` noticed.
+fn explains(kind: FaultKind, mechanism: Mechanism) -> bool {
+    use FaultKind as K;
+    use Mechanism as M;
+    match kind {
+        K::Corrupt => mechanism == M::WrongData,
+        K::Slow => matches!(
+            mechanism,
+            M::Straggler | M::ProgressStall | M::WatchdogDeadline
+        ),
+        K::Exit => matches!(mechanism, M::EarlyExit | M::ConnectionLost),
+        K::Kill | K::Hang => matches!(
+            mechanism,
+            M::ConnectionLost
+                | M::MissedHeartbeat
+                | M::ProgressStall
+                | M::WatchdogDeadline
+                | M::JobEnded
+        ),
+        K::Rate | K::Delay => matches!(
+            mechanism,
+            M::Straggler
+                | M::Retransmits
+                | M::ProgressStall
+                | M::WatchdogDeadline
+                | M::MissedHeartbeat
+        ),
+        K::Down | K::Loss | K::Partition | K::Flap => matches!(
+            mechanism,
+            M::LinkDown
+                | M::Retransmits
+                | M::ProgressStall
+                | M::WatchdogDeadline
+                | M::MissedHeartbeat
+                | M::ConnectionLost
+        ),
+    }
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A listening socket, TCP or unix.
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr`; TCP port 0 picks a free port. Must run inside the runtime.
+    pub async fn bind(addr: &proto::Addr) -> std::io::Result<Listener> {
+        match addr {
+            proto::Addr::Tcp(a) => Ok(Listener::Tcp(tokio::net::TcpListener::bind(a).await?)),
+            proto::Addr::Unix(p) => {
+                let _ = std::fs::remove_file(p);
+                let l = tokio::net::UnixListener::bind(p)?;
+                Ok(Listener::Unix(l, p.clone()))
+            }
+        }
+    }
+
+    /// The address ranks connect to.
+    pub fn addr(&self) -> proto::Addr {
+        match self {
+            Listener::Tcp(l) => proto::Addr::Tcp(
+                l.local_addr()
+                    .map_or_else(|_| "127.0.0.1:0".into(), |a| a.to_string()),
+            ),
+            Listener::Unix(_, p) => proto::Addr::Unix(p.clone()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// What ends a controller's watch: the job it launched exited (with this status), or a signal.
+pub enum JobEnd {
+    Exited(i32),
+    Signal(&'static str),
+}
+
+/// Runs the controller until `job_end` resolves; `teardown` kills the job (by process group)
+/// when the controller declares it lost. Returns the timeline.
+pub async fn run(
+    config: Config,
+    listener: Listener,
+    job_end: impl std::future::Future<Output = JobEnd>,
+    teardown: impl Fn() + Send + Sync + 'static,
+) -> (Timeline, JobEnd) {
+    let now = Instant::now();
+    let faults = config
+        .plan
+        .faults
+        .iter()
+        .map(|f| FaultState {
+            fault: f.clone(),
+            event: FaultEvent::planned(f),
+            applied_at: None,
+            stopped_pids: Vec::new(),
+            agent_ranks: Vec::new(),
+            revert_at: None,
+            done: false,
+            armed: false,
+        })
+        .collect();
+    let state: Shared = Arc::new(Mutex::new(State {
+        ranks: BTreeMap::new(),
+        faults,
+        timeline: Timeline::default(),
+        started: None,
+        ticks: (0, now),
+        stalled: false,
+        lost_since: None,
+        aborting: None,
+        killed: false,
+        retrans: Default::default(),
+        probe: None,
+        last_probe: None,
+        ended: false,
+    }));
+    let config = Arc::new(config);
+    let teardown: Arc<dyn Fn() + Send + Sync> = Arc::new(teardown);
+
+    let accept = {
+        let state = state.clone();
+        let config = config.clone();
+        async move {
+            loop {
+                let accepted: std::io::Result<(Box<dyn Conn>, String)> = match &listener {
+                    Listener::Tcp(l) => l
+                        .accept()
+                        .await
+                        .map(|(s, a)| (Box::new(s) as Box<dyn Conn>, a.to_string())),
+                    Listener::Unix(l, p) => l.accept().await.map(|(s, _)| {
+                        (
+                            Box::new(s) as Box<dyn Conn>,
+                            format!("unix:{}", p.display()),
+                        )
+                    }),
+                };
+                match accepted {
+                    Ok((conn, peer)) => {
+                        tokio::spawn(serve_conn(conn, peer, state.clone(), config.clone()));
+                    }
+                    Err(e) => {
+                        crate::say(&format!("collbench controller: accept failed: {e}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    };
+    let watch = {
+        let state = state.clone();
+        let config = config.clone();
+        let teardown = teardown.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                monitor(&state, &config, &*teardown);
+                if config.end_when_all_gone {
+                    let st = lock(&state);
+                    let world = st.timeline.world_size.unwrap_or(usize::MAX);
+                    if st.ranks.len() >= world && st.ranks.values().all(|r| r.tx.is_none()) {
+                        let clean = st.ranks.values().all(|r| {
+                            r.goodbye
+                                .as_deref()
+                                .is_some_and(|g| g.starts_with("complete"))
+                        });
+                        return JobEnd::Exited(if clean { 0 } else { 1 });
+                    }
+                }
+            }
+        }
+    };
+    let end = tokio::select! {
+        e = job_end => e,
+        _ = accept => unreachable!("the accept loop never ends"),
+        e = watch => e,
+    };
+    // The job is over (or we were told to stop): undo what is still applied, agents first
+    // (they get up to 2s to confirm), then the job is killed.
+    {
+        let mut st = lock(&state);
+        st.ended = true;
+        if let JobEnd::Signal(sig) = &end {
+            crate::say(&format!(
+                "collbench controller: {sig}: reverting faults and tearing the job down"
+            ));
+            st.timeline
+                .torn_down
+                .get_or_insert(format!("{sig} received"));
+        }
+        let now = Instant::now();
+        for i in 0..st.faults.len() {
+            if st.faults[i].applied_at.is_some() && !st.faults[i].done {
+                revert(&mut st, i, now);
+            }
+        }
+    }
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2)
+        && lock(&state)
+            .faults
+            .iter()
+            .any(|f| !f.done && !f.agent_ranks.is_empty())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if matches!(end, JobEnd::Signal(_)) {
+        teardown();
+    }
+    let mut st = lock(&state);
+    for f in st
+        .faults
+        .iter()
+        .filter(|f| f.fault.kind.is_link() && f.applied_at.is_some() && !f.done)
+    {
+        backstop_heal(&f.fault);
+    }
+    let mut timeline = std::mem::take(&mut st.timeline);
+    timeline.local_pids = st
+        .ranks
+        .values()
+        .filter(|r| r.local_pid)
+        .map(|r| (r.hello.pid, r.hello.ppid))
+        .collect();
+    timeline.faults = st.faults.iter().map(|f| f.event.clone()).collect();
+    let world = timeline.world_size.unwrap_or(usize::MAX);
+    timeline.all_completed = st.ranks.len() >= world
+        && st.ranks.values().all(|r| {
+            r.goodbye
+                .as_deref()
+                .is_some_and(|g| g.starts_with("complete"))
+        });
+    let job_ok = timeline.all_completed;
+    for (f, fs) in timeline.faults.iter_mut().zip(&st.faults) {
+        if fs.armed && f.applied_at_s.is_none() && f.error.is_none() {
+            f.error = Some(format!("its start ({}) was never reached", fs.fault.start));
+        }
+    }
+    for f in &mut timeline.faults {
+        if f.applied_at_s.is_some() {
+            f.outcome = if timeline.torn_down.is_some() {
+                "aborted".into()
+            } else if job_ok {
+                "completed".into()
+            } else {
+                "job_failed".into()
+            };
+        }
+    }
+    (timeline, end)
+}
+
+/// A control connection on either socket type.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<ToController, proto::FrameError> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(proto::FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    proto::decode(&body)
+}
+
+async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Arc<Config>) {
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let refuse = |why: String| {
+        crate::say(&format!(
+            "collbench controller: refused connection from {peer}: {why}"
+        ));
+        lock(&state).timeline.refused += 1;
+    };
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut rd)).await {
+        Err(_) => return refuse("no registration within 5s".into()),
+        Ok(Err(e)) => return refuse(e.to_string()),
+        Ok(Ok(ToController::Hello(h))) => h,
+        Ok(Ok(_)) => return refuse("first message is not a registration".into()),
+    };
+    if !proto::secret_matches(&hello.secret, &config.secret) {
+        return refuse(format!(
+            "wrong secret (claimed rank {} on {})",
+            hello.rank, hello.host
+        ));
+    }
+    let rank = hello.rank;
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToRank>();
+    {
+        let mut st = lock(&state);
+        if st.ranks.get(&rank).is_some_and(|r| r.tx.is_some()) {
+            drop(st);
+            return refuse(format!("rank {rank} is already registered"));
+        }
+        let (boot, ns) = proto::host_identity();
+        crate::say(&format!(
+            "collbench controller: rank {rank} registered from {} (pid {})",
+            hello.host, hello.pid
+        ));
+        if rank == 0 {
+            st.timeline.out_dir = hello.out_dir.clone();
+        }
+        st.timeline.world_size = Some(hello.world_size);
+        let local_pid = !boot.is_empty() && hello.boot_id == boot && hello.pid_ns == ns;
+        st.ranks.insert(
+            rank,
+            RankState {
+                hello,
+                tx: Some(tx.clone()),
+                last_heartbeat: Instant::now(),
+                progress: Default::default(),
+                goodbye: None,
+                local_pid,
+                missing_since: None,
+                retrans: BTreeMap::new(),
+            },
+        );
+        let _ = tx.send(ToRank::Welcome {
+            heartbeat_ms: config.plan.heartbeat.as_millis() as u64,
+        });
+        arm_points_for(&mut st, rank, &config);
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if wr.write_all(&proto::encode(&msg)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let why = loop {
+        match read_frame(&mut rd).await {
+            Ok(msg) => {
+                if let Some(done) = on_message(&state, &config, rank, msg) {
+                    break done;
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    writer.abort();
+    let mut st = lock(&state);
+    let said = st.ranks.get(&rank).and_then(|r| r.goodbye.clone());
+    if let Some(r) = st.ranks.get_mut(&rank) {
+        r.tx = None;
+    }
+    match (why, said) {
+        (Ok(()), _) | (_, Some(_)) => {}
+        (Err(proto::FrameError::Io(_)), None) if !st.ended => {
+            st.detect(
+                Some(rank),
+                Mechanism::ConnectionLost,
+                "the rank's control connection closed without a goodbye (the process died)".into(),
+                true,
+            );
+        }
+        (Err(e), None) if !st.ended => {
+            crate::say(&format!(
+                "collbench controller: closed rank {rank}'s connection: {e}"
+            ));
+        }
+        _ => {}
+    }
+}
+
+/// Handles one message; Some(Ok) when the rank said goodbye.
+fn on_message(
+    state: &Shared,
+    config: &Config,
+    rank: usize,
+    msg: ToController,
+) -> Option<Result<(), proto::FrameError>> {
+    let mut st = lock(state);
+    let now = Instant::now();
+    match msg {
+        ToController::Hello(_) => {}
+        ToController::Heartbeat { progress, retrans } => {
+            let (recovered, deltas) = {
+                let r = st.ranks.get_mut(&rank)?;
+                r.last_heartbeat = now;
+                r.progress = progress;
+                let mut deltas = Vec::new();
+                for (peer, total) in retrans.into_iter().take(4096) {
+                    let before = r.retrans.insert(peer.clone(), total);
+                    // A peer seen for the first time counts from here, not from its whole history.
+                    if let Some(b) = before {
+                        if total > b {
+                            deltas.push((peer, total - b));
+                        }
+                    }
+                }
+                (r.missing_since.take(), deltas)
+            };
+            if !deltas.is_empty() {
+                note_retransmits(&mut st, rank, deltas, now);
+            }
+            if let Some(since) = recovered {
+                let host = st.ranks[&rank].hello.host.clone();
+                crate::say(&format!(
+                    "collbench controller: {:7.3}s rank {rank} on {host} is back after {:.2}s without heartbeats",
+                    st.since_start(now),
+                    now.duration_since(since).as_secs_f64()
+                ));
+                if st.ranks.values().all(|r| r.missing_since.is_none()) && !st.stalled {
+                    st.lost_since = None;
+                }
+            }
+        }
+        ToController::SweepStarted { unix_s } => {
+            if st.started.is_none() {
+                st.started = Some(now);
+                st.ticks = (0, now);
+                st.timeline.sweep_start_unix_s = Some(unix_s);
+                crate::say("collbench controller: sweep started; fault clock running");
+            }
+        }
+        ToController::Detected {
+            mechanism,
+            detail,
+            culprit,
+        } => {
+            st.detect(culprit.or(Some(rank)), mechanism, detail, false);
+        }
+        ToController::FaultApplied { id, unix_s, revert } => {
+            if let Some(f) = st.faults.get_mut(id) {
+                f.event.revert = Some(revert);
+                if f.applied_at.is_none() {
+                    f.applied_at = Some(now);
+                    f.revert_at = f.fault.duration.map(|d| now + d);
+                }
+            }
+            let at = st.timeline.sweep_start_unix_s.map(|s| unix_s - s);
+            if let Some(f) = st.faults.get_mut(id) {
+                f.event.applied_at_s = f.event.applied_at_s.or(at);
+                if !f.event.ranks.contains(&rank) {
+                    f.event.ranks.push(rank);
+                }
+                f.event.outcome = "applied".into();
+                // One-shot faults have nothing to revert.
+                if matches!(
+                    f.fault.kind,
+                    FaultKind::Corrupt | FaultKind::Exit | FaultKind::Kill
+                ) {
+                    f.agent_ranks.clear();
+                    f.revert_at = None;
+                    f.done = true;
+                }
+            }
+        }
+        ToController::PointReached { id, unix_s } => {
+            let at = st.timeline.sweep_start_unix_s.map(|s| unix_s - s);
+            if let Some(f) = st.faults.get_mut(id) {
+                if f.applied_at.is_none() {
+                    f.applied_at = Some(now);
+                    f.event.applied_at_s = at;
+                    f.revert_at = f.fault.duration.map(|d| now + d);
+                    crate::say(&format!(
+                        "collbench controller: fault {id} ({} {}) reached its point on rank {rank}",
+                        f.fault.kind.name(),
+                        f.fault.target
+                    ));
+                }
+            }
+        }
+        ToController::FaultReverted { id, unix_s } => {
+            let at = st.timeline.sweep_start_unix_s.map(|s| unix_s - s);
+            if let Some(f) = st.faults.get_mut(id) {
+                f.event.reverted_at_s = f.event.reverted_at_s.or(at);
+                f.agent_ranks.retain(|&r| r != rank);
+                if f.agent_ranks.is_empty() && f.stopped_pids.is_empty() {
+                    f.done = true;
+                }
+            }
+        }
+        ToController::FaultFailed { id, error } => {
+            crate::say(&format!(
+                "collbench controller: fault {id} failed on rank {rank}: {error}"
+            ));
+            if let Some(f) = st.faults.get_mut(id) {
+                f.event.error = Some(error);
+                if f.applied_at.is_none() {
+                    f.event.outcome = "failed".into();
+                    f.done = true;
+                }
+            }
+        }
+        ToController::ProbeResult { loss } => {
+            let from = st.ranks.get(&rank)?.hello.host.clone();
+            let res: Vec<(String, f64)> = loss
+                .into_iter()
+                .take(4096)
+                .map(|(a, l)| (host_of_addr(&st, &a).unwrap_or(a), l))
+                .collect();
+            if let Some(p) = st.probe.as_mut() {
+                p.results.insert(from, res);
+            }
+            finish_probe(&mut st, now);
+        }
+        ToController::Goodbye { reason } => {
+            if let Some(r) = st.ranks.get_mut(&rank) {
+                r.goodbye = Some(reason.clone());
+            }
+            if reason.starts_with("exit fault") {
+                st.detect(Some(rank), Mechanism::EarlyExit, reason, true);
+            }
+            let _ = config;
+            return Some(Ok(()));
+        }
+    }
+    None
+}
+
+/// Sends the point-armed faults that concern `rank` as soon as it registers.
+fn arm_points_for(st: &mut State, rank: usize, config: &Config) {
+    for i in 0..st.faults.len() {
+        let f = &st.faults[i].fault;
+        let Start::At {
+            op,
+            size,
+            iteration,
+        } = &f.start
+        else {
+            continue;
+        };
+        let targets = target_ranks(st, f);
+        if !targets.contains(&rank) {
+            continue;
+        }
+        let Some(action) = action_for(st, f, rank, config) else {
+            continue;
+        };
+        let msg = ToRank::ArmAt {
+            id: f.id,
+            op: op.name().to_string(),
+            size: *size,
+            iteration: *iteration,
+            action,
+            duration_ms: f.duration.map(|d| d.as_millis() as u64),
+        };
+        if let Some(tx) = st.ranks.get(&rank).and_then(|r| r.tx.as_ref()) {
+            let _ = tx.send(msg);
+        }
+        st.faults[i].armed = true;
+        st.faults[i].agent_ranks.push(rank);
+    }
+}
+
+/// The ranks a fault acts on: the rank, every rank on the node, or the applying rank of a link's
+/// node (the lowest rank there).
+fn target_ranks(st: &State, f: &Fault) -> Vec<usize> {
+    let on = |host: &str| -> Vec<usize> {
+        st.ranks
+            .iter()
+            .filter(|(_, r)| r.hello.host == host)
+            .map(|(&k, _)| k)
+            .collect()
+    };
+    match &f.target {
+        Target::Rank(r) => vec![*r],
+        Target::Node(n) if !f.kind.is_link() => on(n),
+        Target::Node(n) | Target::Link { node: n, .. } | Target::Pair(n, _) => {
+            on(n).into_iter().min().into_iter().collect()
+        }
+    }
+}
+
+/// The agent action for a fault on `rank`.
+fn action_for(st: &State, f: &Fault, rank: usize, config: &Config) -> Option<Action> {
+    Some(match f.kind {
+        FaultKind::Kill => Action::Kill,
+        FaultKind::Hang => Action::Hang,
+        FaultKind::Exit => Action::Exit,
+        FaultKind::Corrupt => Action::Corrupt,
+        FaultKind::Slow => Action::Slow {
+            delay_ns: f.delay.map_or(1_000_000, |d| d.as_nanos() as u64),
+        },
+        _ if !config.allow_privileged => return None,
+        kind => {
+            let (iface, peers) = match &f.target {
+                Target::Link { iface, .. } => (Some(iface.clone()), Vec::new()),
+                Target::Pair(_, b) => (
+                    None,
+                    st.ranks
+                        .values()
+                        .filter(|r| &r.hello.host == b)
+                        .flat_map(|r| {
+                            r.hello
+                                .addrs
+                                .iter()
+                                .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
+                        })
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                ),
+                _ => (None, Vec::new()),
+            };
+            let _ = rank;
+            Action::Link(LinkSpec {
+                kind: kind.name().to_string(),
+                iface,
+                loss_hundredths: f.loss_percent.map(|p| (p * 100.0).round() as u32),
+                rate_bps: f.rate_bps,
+                peers,
+                delay_us: f.delay.map(|d| d.as_micros() as u64),
+                period_ms: f.period.map(|d| d.as_millis() as u64),
+            })
+        }
+    })
+}
+
+fn send_to(st: &State, rank: usize, msg: ToRank) -> bool {
+    st.ranks
+        .get(&rank)
+        .and_then(|r| r.tx.as_ref())
+        .is_some_and(|tx| tx.send(msg).is_ok())
+}
+
+fn signal(pid: u32, sig: libc::c_int) -> bool {
+    // SAFETY: kill with a pid the rank registered and a fixed signal.
+    unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
+}
+
+/// Applies fault `i` now (time-based start).
+fn apply(st: &mut State, i: usize, config: &Config, now: Instant) {
+    let f = st.faults[i].fault.clone();
+    let targets = target_ranks(st, &f);
+    let at_s = st.since_start(now);
+    let missing: Vec<usize> = targets
+        .iter()
+        .copied()
+        .filter(|r| st.ranks.get(r).is_none_or(|s| s.tx.is_none()))
+        .collect();
+    if targets.is_empty() || !missing.is_empty() {
+        let why = if targets.is_empty() {
+            format!("no registered rank matches {}", f.target)
+        } else {
+            format!("rank(s) {missing:?} of {} are not connected", f.target)
+        };
+        crate::say(&format!(
+            "collbench controller: fault {} not applied: {why}",
+            f.id
+        ));
+        let fs = &mut st.faults[i];
+        fs.event.error = Some(why);
+        fs.event.outcome = "not_applied".into();
+        fs.done = true;
+        return;
+    }
+    if f.kind.is_link() && !config.allow_privileged {
+        let why = "link faults run privileged commands; pass --allow-privileged".to_string();
+        crate::say(&format!(
+            "collbench controller: fault {} not applied: {why}",
+            f.id
+        ));
+        let fs = &mut st.faults[i];
+        fs.event.error = Some(why);
+        fs.done = true;
+        return;
+    }
+    let duration_ms = f.duration.map(|d| d.as_millis() as u64);
+    let mut revert = Vec::new();
+    let mut stopped = Vec::new();
+    let mut agents = Vec::new();
+    for &r in &targets {
+        let rs = &st.ranks[&r];
+        let (pid, local) = (rs.hello.pid, rs.local_pid);
+        match f.kind {
+            FaultKind::Kill if local => {
+                signal(pid, libc::SIGKILL);
+                revert.push(format!("none: pid {pid} killed"));
+            }
+            FaultKind::Hang if local => {
+                // The revert is recorded before the stop.
+                stopped.push(pid);
+                st.faults[i].stopped_pids.push(pid);
+                signal(pid, libc::SIGSTOP);
+                revert.push(format!("SIGCONT to pid {pid}"));
+            }
+            _ => {
+                if let Some(action) = action_for(st, &f, r, config) {
+                    send_to(
+                        st,
+                        r,
+                        ToRank::Apply {
+                            id: f.id,
+                            action,
+                            duration_ms,
+                        },
+                    );
+                    agents.push(r);
+                }
+            }
+        }
+    }
+    let fs = &mut st.faults[i];
+    fs.applied_at = Some(now);
+    fs.revert_at = f.duration.map(|d| now + d);
+    fs.agent_ranks = agents;
+    fs.event.applied_at_s = Some(at_s);
+    fs.event.ranks = targets.clone();
+    fs.event.outcome = "applied".into();
+    if !revert.is_empty() {
+        fs.event.revert = Some(revert.join("; "));
+    }
+    if fs.agent_ranks.is_empty() && stopped.is_empty() {
+        fs.done = true;
+    }
+    crate::say(&format!(
+        "collbench controller: {at_s:7.3}s fault {} applied: {} {} (ranks {targets:?})",
+        f.id,
+        f.kind.name(),
+        f.target
+    ));
+}
+
+/// Reverts fault `i`: continues stopped pids, tells agents to revert theirs.
+fn revert(st: &mut State, i: usize, now: Instant) {
+    let pids = std::mem::take(&mut st.faults[i].stopped_pids);
+    for &pid in &pids {
+        signal(pid, libc::SIGCONT);
+    }
+    let id = st.faults[i].fault.id;
+    let agents = st.faults[i].agent_ranks.clone();
+    for r in agents {
+        send_to(st, r, ToRank::Revert { id });
+    }
+    let at_s = st.since_start(now);
+    let fs = &mut st.faults[i];
+    if !pids.is_empty() {
+        fs.event.reverted_at_s = Some(at_s);
+    }
+    fs.revert_at = None;
+    if fs.agent_ranks.is_empty() {
+        fs.done = true;
+    }
+    crate::say(&format!(
+        "collbench controller: {at_s:7.3}s fault {id} reverted ({})",
+        fs.fault.kind.name()
+    ));
+}
+
+/// The periodic checks: fault schedule, heartbeats, stalls, abort.
+fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
+    let mut st = lock(state);
+    if st.ended {
+        return;
+    }
+    let now = Instant::now();
+    let Some(started) = st.started else { return };
+    for i in 0..st.faults.len() {
+        let fs = &st.faults[i];
+        if fs.applied_at.is_none() && !fs.done && !fs.armed {
+            if let Start::After(d) = fs.fault.start {
+                if now >= started + d {
+                    apply(&mut st, i, config, now);
+                }
+            }
+        }
+        let fs = &st.faults[i];
+        if fs.revert_at.is_some_and(|t| now >= t) {
+            revert(&mut st, i, now);
+        }
+    }
+    finish_probe(&mut st, now);
+    // Heartbeats.
+    let timeout = config.plan.heartbeat_timeout;
+    let mut missing = Vec::new();
+    for (&r, rs) in st.ranks.iter_mut() {
+        if rs.tx.is_some()
+            && rs.goodbye.is_none()
+            && rs.missing_since.is_none()
+            && now.duration_since(rs.last_heartbeat) > timeout
+        {
+            rs.missing_since = Some(now);
+            missing.push((r, now.duration_since(rs.last_heartbeat)));
+        }
+    }
+    for (r, gap) in missing {
+        st.detect(
+            Some(r),
+            Mechanism::MissedHeartbeat,
+            format!(
+                "no heartbeat for {:.2}s (timeout {})",
+                gap.as_secs_f64(),
+                humantime::format_duration(timeout)
+            ),
+            true,
+        );
+    }
+    // Progress: the sum of every live rank's calls must keep moving.
+    let live: Vec<&RankState> = st
+        .ranks
+        .values()
+        .filter(|r| r.tx.is_some() && r.goodbye.is_none())
+        .collect();
+    let total: u64 = live.iter().map(|r| r.progress.ticks).sum();
+    if total != st.ticks.0 {
+        st.ticks = (total, now);
+        if st.stalled {
+            st.stalled = false;
+            crate::say(&format!(
+                "collbench controller: {:7.3}s progress resumed",
+                st.since_start(now)
+            ));
+            if st.ranks.values().all(|r| r.missing_since.is_none()) {
+                st.lost_since = None;
+            }
+        }
+    } else if !st.stalled && !live.is_empty() && now.duration_since(st.ticks.1) > config.plan.stall
+    {
+        st.stalled = true;
+        let (rank, detail) = stall_culprit(&st, now.duration_since(st.ticks.1));
+        st.detect(rank, Mechanism::ProgressStall, detail, true);
+    }
+    // A job that stays lost is torn down: faults reverted first (agents get up to 2s to
+    // confirm), then every rank's pid and the job's process group are killed.
+    if let Some(since) = st.lost_since {
+        if st.aborting.is_none() && now.duration_since(since) > config.plan.abort_after {
+            let why = format!(
+                "no recovery within {} of the first detection",
+                humantime::format_duration(config.plan.abort_after)
+            );
+            crate::say(&format!(
+                "collbench controller: {:7.3}s tearing the job down: {why}",
+                st.since_start(now)
+            ));
+            st.timeline.torn_down = Some(why);
+            st.aborting = Some(now);
+            for i in 0..st.faults.len() {
+                if st.faults[i].applied_at.is_some() && !st.faults[i].done {
+                    revert(&mut st, i, now);
+                }
+            }
+        }
+    }
+    if let (Some(t), false) = (st.aborting, st.killed) {
+        let pending = st
+            .faults
+            .iter()
+            .any(|f| !f.done && !f.agent_ranks.is_empty());
+        if !pending || now.duration_since(t) > Duration::from_secs(2) {
+            st.killed = true;
+            for rs in st.ranks.values() {
+                if rs.local_pid {
+                    signal(rs.hello.pid, libc::SIGCONT);
+                    signal(rs.hello.pid, libc::SIGKILL);
+                }
+            }
+            teardown();
+        }
+    }
+}
+
+/// A link fault whose agent never confirmed its revert (killed with the job): heal the host it
+/// was on where this process can reach it (a network namespace here, or this host).
+fn backstop_heal(f: &Fault) {
+    let host = match &f.target {
+        Target::Link { node, .. } | Target::Node(node) | Target::Pair(node, _) => node.clone(),
+        Target::Rank(_) => return,
+    };
+    let at = match super::link::NetnsName::parse(&host) {
+        Ok(ns) if ns.exists() => super::link::Where::Netns(ns),
+        _ if host == crate::bootstrap::hostname() => super::link::Where::Local,
+        _ => {
+            crate::say(&format!(
+                "collbench controller: fault {} on {host} was not confirmed reverted; run `collbench heal` on {host}",
+                f.id
+            ));
+            return;
+        }
+    };
+    match super::link::heal(&at) {
+        Ok(ran) => crate::say(&format!(
+            "collbench controller: fault {} on {host} was not confirmed reverted; healed it ({} command(s))",
+            f.id,
+            ran.len()
+        )),
+        Err(e) => crate::say(&format!(
+            "collbench controller: healing {host} after fault {}: {e}; run `collbench heal` there",
+            f.id
+        )),
+    }
+}
+
+/// Window over which retransmissions are attributed, and the least that counts.
+const RETRANS_WINDOW: Duration = Duration::from_secs(3);
+const RETRANS_MIN: u64 = 30;
+
+/// Retransmissions per pair of hosts over the window; when they concentrate on some pairs, every
+/// host probes every other (ICMP loss), and the host whose links to several peers lose packets is
+/// named. With two hosts, or probes that see no loss, the pair is named.
+fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now: Instant) {
+    let host = st.ranks[&rank].hello.host.clone();
+    for (peer, d) in deltas {
+        let peer_host = host_of_addr(st, &peer).unwrap_or(peer);
+        st.retrans.push_back((now, host.clone(), peer_host, d));
+    }
+    while st
+        .retrans
+        .front()
+        .is_some_and(|(t, ..)| now.duration_since(*t) > RETRANS_WINDOW)
+    {
+        st.retrans.pop_front();
+    }
+    let total: u64 = st.retrans.iter().map(|e| e.3).sum();
+    if total < RETRANS_MIN || st.probe.is_some() {
+        return;
+    }
+    if st
+        .last_probe
+        .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5))
+    {
+        return;
+    }
+    let mut pairs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (_, a, b, d) in &st.retrans {
+        let key = if a < b {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        *pairs.entry(key).or_default() += d;
+    }
+    let lossy: Vec<((String, String), u64)> = pairs
+        .into_iter()
+        .filter(|(_, n)| *n >= (total / 10).max(3))
+        .collect();
+    let hosts = first_rank_per_host(st);
+    let summary = lossy
+        .iter()
+        .map(|((a, b), n)| format!("{a}-{b}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let detail = format!(
+        "{total} TCP retransmissions in the last {}s ({summary})",
+        RETRANS_WINDOW.as_secs()
+    );
+    st.last_probe = Some(now);
+    if hosts.len() < 3 {
+        st.detect(
+            None,
+            Mechanism::Retransmits,
+            format!("{detail}; with two hosts the link between them is to blame"),
+            false,
+        );
+        return;
+    }
+    // Ask every host to probe every other one.
+    for (h, r) in &hosts {
+        let peers: Vec<String> = st
+            .ranks
+            .values()
+            .filter(|x| &x.hello.host != h)
+            .flat_map(|x| {
+                x.hello
+                    .addrs
+                    .iter()
+                    .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        send_to(st, *r, ToRank::Probe { peers });
+    }
+    crate::say(&format!(
+        "collbench controller: {:7.3}s {detail}; probing every host pair",
+        st.since_start(now)
+    ));
+    st.probe = Some(Probe {
+        started: now,
+        detail,
+        results: BTreeMap::new(),
+        expected: hosts.len(),
+    });
+}
+
+fn host_of_addr(st: &State, addr: &str) -> Option<String> {
+    st.ranks
+        .values()
+        .find(|r| {
+            r.hello
+                .addrs
+                .iter()
+                .any(|(_, a)| a.split('/').next() == Some(addr))
+        })
+        .map(|r| r.hello.host.clone())
+}
+
+/// Host name to its lowest connected rank.
+fn first_rank_per_host(st: &State) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (&r, rs) in &st.ranks {
+        if rs.tx.is_some() {
+            m.entry(rs.hello.host.clone()).or_insert(r);
+        }
+    }
+    m
+}
+
+/// A round of probes in flight.
+struct Probe {
+    started: Instant,
+    detail: String,
+    /// Prober host -> (peer host, loss percent).
+    results: BTreeMap<String, Vec<(String, f64)>>,
+    expected: usize,
+}
+
+/// Judges a finished (or timed out) probe round.
+fn finish_probe(st: &mut State, now: Instant) {
+    let Some(p) = st.probe.as_ref() else { return };
+    if p.results.len() < p.expected && now.duration_since(p.started) < Duration::from_secs(4) {
+        return;
+    }
+    let p = st.probe.take().expect("checked above");
+    let mut bad: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for (from, res) in &p.results {
+        for (to, loss) in res {
+            if *loss > 0.0 {
+                let key = if from < to {
+                    (from.clone(), to.clone())
+                } else {
+                    (to.clone(), from.clone())
+                };
+                let e = bad.entry(key).or_default();
+                *e = e.max(*loss);
+            }
+        }
+    }
+    let mut degree: BTreeMap<&str, usize> = BTreeMap::new();
+    for (a, b) in bad.keys() {
+        *degree.entry(a).or_default() += 1;
+        *degree.entry(b).or_default() += 1;
+    }
+    let mut ranked: Vec<(&str, usize)> = degree.into_iter().collect();
+    ranked.sort_by_key(|x| std::cmp::Reverse(x.1));
+    let seen = bad
+        .iter()
+        .map(|((a, b), l)| format!("{a}-{b} {l:.1}%"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (culprit_host, verdict) = match ranked.as_slice() {
+        [] => {
+            crate::say(&format!(
+                "collbench controller: {}; the probes saw no loss (congestion, not a lossy link)",
+                p.detail
+            ));
+            return;
+        }
+        [(h, n), rest @ ..] if *n >= 2 && rest.first().is_none_or(|x| x.1 < *n) => (
+            Some(h.to_string()),
+            format!("probes lost packets on {n} of {h}'s links ({seen}): {h}'s link loses packets"),
+        ),
+        _ => (
+            None,
+            format!("probes lost packets on {seen}: the link between them is to blame"),
+        ),
+    };
+    let rank = culprit_host
+        .as_ref()
+        .and_then(|h| first_rank_per_host(st).get(h).copied());
+    st.detect(
+        rank,
+        Mechanism::Retransmits,
+        format!("{}; {verdict}", p.detail),
+        false,
+    );
+}
+
+/// Who to blame for a stall: a host whose link went down recently, else ranks in a different call
+/// than the rest, else nobody in particular.
+fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String) {
+    let head = format!("no rank advanced for {:.2}s", for_.as_secs_f64());
+    if let Some(d) = st
+        .timeline
+        .detections
+        .iter()
+        .rev()
+        .find(|d| d.mechanism == Mechanism::LinkDown)
+    {
+        return (
+            d.rank,
+            format!(
+                "{head}; host {} reported: {}",
+                d.host.as_deref().unwrap_or("?"),
+                d.detail
+            ),
+        );
+    }
+    let missing: Vec<usize> = st
+        .ranks
+        .iter()
+        .filter(|(_, r)| r.missing_since.is_some() && r.tx.is_some())
+        .map(|(&k, _)| k)
+        .collect();
+    if let [r] = missing[..] {
+        return (
+            Some(r),
+            format!(
+                "{head}; rank {r} on {} sends no heartbeats (stopped or its host is gone)",
+                st.ranks[&r].hello.host
+            ),
+        );
+    }
+    let live: Vec<(usize, &proto::Progress)> = st
+        .ranks
+        .iter()
+        .filter(|(_, r)| r.tx.is_some() && r.goodbye.is_none())
+        .map(|(&k, r)| (k, &r.progress))
+        .collect();
+    let key = |p: &proto::Progress| (p.op.clone(), p.size, p.activity.clone());
+    let mut counts: BTreeMap<_, usize> = BTreeMap::new();
+    for (_, p) in &live {
+        *counts.entry(key(p)).or_default() += 1;
+    }
+    if counts.len() > 1 {
+        let common = counts
+            .iter()
+            .max_by_key(|(_, &n)| n)
+            .map(|(k, _)| k.clone());
+        let odd: Vec<usize> = live
+            .iter()
+            .filter(|(_, p)| Some(key(p)) != common)
+            .map(|(r, _)| *r)
+            .collect();
+        if odd.len() == 1 {
+            let p = live.iter().find(|(r, _)| *r == odd[0]).map(|(_, p)| *p);
+            return (
+                Some(odd[0]),
+                format!(
+                    "{head}; rank {} is in a different call ({}) than the others",
+                    odd[0],
+                    p.map_or(String::new(), describe)
+                ),
+            );
+        }
+    }
+    let at = live.first().map_or(String::new(), |(_, p)| describe(p));
+    (None, format!("{head}; every rank waits in {at}"))
+}
+
+fn describe(p: &proto::Progress) -> String {
+    match (&p.op, p.size) {
+        (Some(op), Some(size)) => format!("{} {op} {size} B iteration {}", p.activity, p.iteration),
+        _ => p.activity.clone(),
+    }
+}

@@ -1,0 +1,425 @@
+//! Hosts a controller in this process around a job it starts (mpirun, or any launcher command):
+//! the secret file, the environment the ranks read, teardown by process group, signals, the timeline.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::controller::{self, Config, JobEnd, Listener, Timeline};
+use super::proto::{self, Addr};
+use crate::plan::faults::FaultPlan;
+
+/// A per-run directory holding the secret (0700 directory, 0600 file); removed on drop.
+pub struct RunSecret {
+    pub secret: String,
+    pub dir: PathBuf,
+    pub file: PathBuf,
+}
+
+impl RunSecret {
+    pub fn create() -> std::io::Result<RunSecret> {
+        let secret = proto::new_secret()?;
+        let dir =
+            std::env::temp_dir().join(format!("collbench-{}-{}", std::process::id(), &secret[..8]));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(false)
+            .create(&dir)?;
+        use std::os::unix::fs::DirBuilderExt;
+        let file = dir.join("secret");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file)?;
+        std::io::Write::write_all(&mut f, secret.as_bytes())?;
+        Ok(RunSecret { secret, dir, file })
+    }
+}
+
+impl Drop for RunSecret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The secret a rank presents: COLLBENCH_SECRET, else the file COLLBENCH_SECRET_FILE names.
+pub fn secret_from_env() -> Result<String, String> {
+    if let Ok(s) = std::env::var(proto::ENV_SECRET) {
+        return Ok(s.trim().to_string());
+    }
+    match std::env::var(proto::ENV_SECRET_FILE) {
+        Ok(p) => std::fs::read_to_string(&p)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("{}={p}: {e}", proto::ENV_SECRET_FILE)),
+        Err(_) => Err(format!(
+            "{} is set but neither {} nor {} is; the controller prints them at start",
+            proto::ENV_ADDR,
+            proto::ENV_SECRET,
+            proto::ENV_SECRET_FILE
+        )),
+    }
+}
+
+pub struct Job {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// What a run under the controller ended with.
+pub struct Ended {
+    pub timeline: Timeline,
+    /// The job's exit status (128+signal when a signal ended it), or None without a job.
+    pub code: Option<i32>,
+    pub signal: Option<&'static str>,
+}
+
+fn kill_group(pgid: i32, sig: libc::c_int) {
+    if pgid > 0 {
+        // SAFETY: signals the process group this launcher created for the job.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Binds `listen`, starts `job` (in its own process group, with the controller's address and the
+/// secret file in its environment) and runs the controller until the job ends or a signal comes.
+pub fn run(
+    plan: FaultPlan,
+    allow_privileged: bool,
+    listen: &Addr,
+    secret: &RunSecret,
+    job: Option<Job>,
+) -> Result<Ended, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the controller runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = Listener::bind(listen)
+            .await
+            .map_err(|e| format!("--listen {listen}: cannot listen: {e}"))?;
+        let addr = listener.addr();
+        crate::say(&format!(
+            "# collbench controller: listening on {addr} (agents must present the run's secret)"
+        ));
+        let mut child = match &job {
+            None => {
+                crate::say(&format!(
+                    "# collbench controller: start the ranks with {}={addr} {}={} (or --controller {addr})",
+                    proto::ENV_ADDR,
+                    proto::ENV_SECRET_FILE,
+                    secret.file.display()
+                ));
+                None
+            }
+            Some(job) => {
+                let mut cmd = tokio::process::Command::new(&job.argv[0]);
+                cmd.args(&job.argv[1..])
+                    .stdin(std::process::Stdio::null())
+                    .env(proto::ENV_ADDR, addr.to_string())
+                    .env(proto::ENV_SECRET_FILE, &secret.file)
+                    .env_remove(proto::ENV_SECRET)
+                    .process_group(0)
+                    .kill_on_drop(true);
+                for (k, v) in &job.env {
+                    cmd.env(k, v);
+                }
+                Some(
+                    cmd.spawn()
+                        .map_err(|e| format!("starting {}: {e}", job.argv[0]))?,
+                )
+            }
+        };
+        let pgid = child.as_ref().and_then(|c| c.id()).map_or(0, |p| p as i32);
+        let teardown = move || {
+            kill_group(pgid, libc::SIGTERM);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(2));
+                kill_group(pgid, libc::SIGKILL);
+            });
+        };
+        let config = Config {
+            plan,
+            secret: secret.secret.clone(),
+            allow_privileged,
+            end_when_all_gone: child.is_none(),
+        };
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| e.to_string())?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let job_end = async {
+            let exited = async {
+                match child.as_mut() {
+                    Some(c) => c.wait().await.map_or(-1, status_code),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                c = exited => JobEnd::Exited(c),
+                _ = sigint.recv() => JobEnd::Signal("SIGINT"),
+                _ = sigterm.recv() => JobEnd::Signal("SIGTERM"),
+            }
+        };
+        let (timeline, end) = controller::run(config, listener, job_end, teardown).await;
+        let (code, signal) = match end {
+            JobEnd::Exited(c) => (Some(c), None),
+            JobEnd::Signal(s) => {
+                // The controller asked the group to end; wait for it (bounded), then make sure.
+                let c = match child.as_mut() {
+                    Some(c) => tokio::time::timeout(Duration::from_secs(5), c.wait())
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                        .map(status_code),
+                    None => None,
+                };
+                (c, Some(s))
+            }
+        };
+        // Nothing of the job may outlive it.
+        kill_group(pgid, libc::SIGKILL);
+        reap(&timeline.local_pids).await;
+        Ok(Ended {
+            timeline,
+            code,
+            signal,
+        })
+    })
+}
+
+fn alive(pid: u32) -> bool {
+    // Zombies are gone for our purpose; /proc/PID/stat's third field says Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Kills the ranks this host can signal and their MPI daemons (orted/prted parents), then waits
+/// (up to 5s) until none is left.
+async fn reap(pids: &[(u32, u32)]) {
+    let mut targets: Vec<u32> = Vec::new();
+    for &(pid, ppid) in pids {
+        if alive(pid) {
+            targets.push(pid);
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+        if ppid > 1 && matches!(comm.trim(), "orted" | "prted") && alive(ppid) {
+            targets.push(ppid);
+        }
+    }
+    targets.sort_unstable();
+    targets.dedup();
+    for &p in &targets {
+        // SAFETY: a pid a rank registered (or its MPI daemon), still alive a moment ago.
+        unsafe {
+            libc::kill(p as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let t0 = std::time::Instant::now();
+    while targets.iter().any(|&p| alive(p)) && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<u32> = targets.into_iter().filter(|&p| alive(p)).collect();
+    if !left.is_empty() {
+        crate::say(&format!(
+            "collbench controller: processes {left:?} of the job survived SIGKILL"
+        ));
+    }
+}
+
+fn status_code(s: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+}
+
+/// Prints the timeline for a person, seconds since the sweep started.
+pub fn print_timeline(t: &Timeline) {
+    if t.faults.is_empty() && t.detections.is_empty() {
+        return;
+    }
+    println!("# fault timeline (seconds since the sweep started)");
+    for f in &t.faults {
+        let when = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}s"));
+        println!(
+            "#   fault {} {} {}: applied {}, reverted {}, outcome {}{}",
+            f.id,
+            f.kind,
+            f.target,
+            when(f.applied_at_s),
+            when(f.reverted_at_s),
+            f.outcome,
+            f.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" ({e})"))
+        );
+        match &f.detected {
+            Some(d) => println!(
+                "#     detected {:.3}s after it: {} by {}{}: {}",
+                d.after_s,
+                d.mechanism.name(),
+                d.rank
+                    .map_or("the controller".into(), |r| format!("rank {r}")),
+                d.host
+                    .as_ref()
+                    .map_or(String::new(), |h| format!(" on {h}")),
+                d.detail
+            ),
+            None if f.applied_at_s.is_some() => println!("#     not detected"),
+            None => {}
+        }
+    }
+    if let Some(why) = &t.torn_down {
+        println!("#   job torn down: {why}");
+    }
+}
+
+/// Adds the timeline to the run's run.json (marking a run rank 0 never finished as failed) and
+/// computes each fault's before/during/after phases from the rows.
+pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), String> {
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let obj = doc
+        .as_object_mut()
+        .ok_or_else(|| format!("{}: not a JSON object", path.display()))?;
+    if obj.get("status").and_then(|s| s.as_str()) == Some("running") {
+        obj.insert("status".into(), "failed".into());
+        obj.insert("end_time".into(), crate::report::rfc3339_now().into());
+        let why = t.torn_down.clone().unwrap_or_else(|| {
+            format!(
+                "the job ended (status {}) before rank 0 finished the sweep",
+                ended.code.map_or("unknown".into(), |c| c.to_string())
+            )
+        });
+        obj.insert(
+            "error".into(),
+            format!("{why}; the rows measured before that are kept").into(),
+        );
+    }
+    let results = obj.get("results").cloned().unwrap_or_default();
+    let start = t.sweep_start_unix_s;
+    let end_s = results
+        .as_array()
+        .and_then(|r| r.last())
+        .and_then(|r| r.get("start_unix_s"))
+        .and_then(|v| v.as_f64());
+    let mut faults = serde_json::to_value(&t.faults).map_err(|e| e.to_string())?;
+    if let (Some(start), Some(arr)) = (start, faults.as_array_mut()) {
+        for f in arr {
+            let applied = f.get("applied_at_s").and_then(|v| v.as_f64());
+            let reverted = f.get("reverted_at_s").and_then(|v| v.as_f64());
+            if let Some(a) = applied {
+                let r = reverted
+                    .or(end_s.map(|e| e - start + 1.0))
+                    .unwrap_or(f64::MAX);
+                let (p, row) = phases(&results, start + a, start + r);
+                f["phases"] = p;
+                f["phase_row"] = row;
+            }
+        }
+    }
+    obj.insert("faults".into(), faults);
+    obj.insert(
+        "detections".into(),
+        serde_json::to_value(&t.detections).map_err(|e| e.to_string())?,
+    );
+    obj.insert("sweep_start_unix_s".into(), start.into());
+    obj.insert(
+        "job".into(),
+        serde_json::json!({
+            "exit_code": ended.code,
+            "signal": ended.signal,
+            "torn_down": t.torn_down,
+            "refused_connections": t.refused,
+        }),
+    );
+    let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
+    crate::report::outputs::write_atomic(&path, &bytes)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let loaded = crate::report::read::load(dir).map_err(|e| e.to_string())?;
+    crate::report::outputs::write_all(&loaded, &Default::default())
+        .map_err(|e| format!("writing reports into {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// p50, p99 (medians over rows) and busbw (median) of the rows that started before, during and
+/// after [from, to], for the (op, size, placement) with the most rows, so phases compare like with like.
+fn phases(
+    results: &serde_json::Value,
+    from: f64,
+    to: f64,
+) -> (serde_json::Value, serde_json::Value) {
+    let rows: Vec<&serde_json::Value> = results
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let key = |r: &serde_json::Value| {
+        (
+            r["op"].as_str().unwrap_or("").to_string(),
+            r["size_bytes"].as_u64().unwrap_or(0),
+            r["placement"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let mut counts: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
+    for r in &rows {
+        *counts.entry(key(r)).or_default() += 1;
+    }
+    let Some(best) = counts
+        .iter()
+        .max_by_key(|((_, size, _), n)| (**n, *size))
+        .map(|(k, _)| k.clone())
+    else {
+        return (serde_json::json!({}), serde_json::Value::Null);
+    };
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some(v[v.len() / 2])
+    };
+    let mut out = serde_json::Map::new();
+    for (name, lo, hi) in [
+        ("before", f64::MIN, from),
+        ("during", from, to),
+        ("after", to, f64::MAX),
+    ] {
+        let sel: Vec<&&serde_json::Value> = rows
+            .iter()
+            .filter(|r| key(r) == best)
+            .filter(|r| {
+                let t = r["start_unix_s"].as_f64().unwrap_or(0.0);
+                t >= lo && t < hi
+            })
+            .collect();
+        if sel.is_empty() {
+            continue;
+        }
+        let get = |f: &dyn Fn(&serde_json::Value) -> Option<f64>| {
+            median(sel.iter().filter_map(|r| f(r)).collect())
+        };
+        out.insert(
+            name.into(),
+            serde_json::json!({
+                "rows": sel.len(),
+                "p50_us": get(&|r| r["latency"]["p50_us"].as_f64()),
+                "p99_us": get(&|r| r["latency"]["p99_us"].as_f64()),
+                "busbw_gbps": get(&|r| r["busbw_gbps"].as_f64()),
+            }),
+        );
+    }
+    (
+        serde_json::Value::Object(out),
+        serde_json::json!({"op": best.0, "size_bytes": best.1, "placement": best.2}),
+    )
+}
+
+use std::collections::BTreeMap;
