@@ -328,3 +328,24 @@ pub fn allreduce_u64s(comm: MPI_Comm, data: &[u64], op: MPI_Op) -> Result<Vec<u6
     }
     Ok(out)
 }
+
+/// A barrier that naps between polls (MPI_Ibarrier + MPI_Test), so ranks waiting in it leave
+/// the cores to the ranks still working (a plain barrier spins).
+pub fn napping_barrier(comm: MPI_Comm, nap: std::time::Duration) -> Result<(), MpiError> {
+    // SAFETY: the request is completed by MPI_Test before it goes out of scope.
+    unsafe {
+        let mut req = mpi::ffi::RSMPI_REQUEST_NULL;
+        check("MPI_Ibarrier", mpi::ffi::MPI_Ibarrier(comm, &mut req))?;
+        loop {
+            let mut done: c_int = 0;
+            check(
+                "MPI_Test",
+                mpi::ffi::MPI_Test(&mut req, &mut done, mpi::ffi::RSMPI_STATUS_IGNORE),
+            )?;
+            if done != 0 {
+                return Ok(());
+            }
+            std::thread::sleep(nap);
+        }
+    }
+}

@@ -1,11 +1,13 @@
 //! Localization (`--localize`): node pairs in n-1 rounds (circle method), each pair timing an
 //! all-reduce on its own MPI sub-communicator; then every suspect is re-paired with a healthy node.
 //!
-//! Rule: every pair is timed in 3 passes and its fastest time counts; the baseline is the median over nodes of each node's fastest pair; a pair is slow beyond
-//! `factor` x baseline. A node slow with most of its partners is a suspect (worst first; a
-//! suspect's pairs then no longer count against its partners), and is named the culprit when it
-//! is still slow paired with a healthy node. A slow pair of two nodes that are
-//! fine with everyone else is a bad link, named when a re-run is slow again. MPI on host memory.
+//! Rule: every pair is timed in 3 passes and its fastest time counts; the baseline is the median
+//! over nodes of each node's fastest pair; a pair is slow beyond `factor` x baseline. A node slow
+//! with most of its partners is a suspect (worst first; a suspect's pairs then no longer count
+//! against its partners), and is the culprit when it is still slow paired with a healthy node. A
+//! slow pair of two nodes fine with everyone else is a bad link, named when a re-run is slow
+//! again. A re-run confirms only if it is also (factor + 1) / 2 x slower than control pairs of
+//! the other healthy nodes timed beside it (load elsewhere slows those too). MPI on host memory.
 
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ pub struct PairTime {
     /// time / baseline.
     pub factor: f64,
     pub slow: bool,
+    /// Confirmations: the median of the control pairs timed beside it, in us.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_us: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -150,13 +155,29 @@ struct Ctx<'a> {
 const PASSES: usize = 3;
 
 impl Ctx<'_> {
-    /// One pair alone, PASSES times; its fastest time in us.
-    fn best_of(&self, a: usize, b: usize) -> Result<f64, RunError> {
-        let mut best = f64::INFINITY;
+    /// The pair (a, b) beside control pairs of `spare` nodes, PASSES times: the pair's fastest
+    /// time in us, and the median of the controls' fastest times (None without controls), both
+    /// measured under the same load.
+    fn with_controls(
+        &self,
+        a: usize,
+        b: usize,
+        spare: &[usize],
+    ) -> Result<(f64, Option<f64>), RunError> {
+        let mut pairs = vec![(a.min(b), a.max(b))];
+        pairs.extend(
+            spare
+                .chunks_exact(2)
+                .map(|c| (c[0].min(c[1]), c[0].max(c[1]))),
+        );
+        let mut best = vec![f64::INFINITY; pairs.len()];
         for _ in 0..PASSES {
-            best = best.min(self.round(&[(a, b)])?[0] as f64 / 1000.0);
+            for (x, ns) in best.iter_mut().zip(self.round(&pairs)?) {
+                *x = x.min(ns as f64 / 1000.0);
+            }
         }
-        Ok(best)
+        let control = (best.len() > 1).then(|| median(&mut best[1..].to_vec()));
+        Ok((best[0], control))
     }
 
     /// Runs `pairs` at once, each on its own communicator; every rank learns every pair's time (ns).
@@ -172,6 +193,8 @@ impl Ctx<'_> {
             }
             mpic::comm_free(sub)?;
         }
+        // Ranks done (or without a pair) nap, so the cores go to the pairs still timing.
+        mpic::napping_barrier(self.world.comm(), Duration::from_micros(200))?;
         // SAFETY: reading MPI's predefined op handle.
         let sum = unsafe { mpi::ffi::RSMPI_SUM };
         let all = mpic::allreduce_u64s(self.world.comm(), &times, sum)?;
@@ -278,6 +301,7 @@ pub fn run(
         time_us: round3(t),
         factor: round3(t / baseline),
         slow: t > factor * baseline,
+        control_us: None,
     };
     let mut k = 0;
     for pairs in &rounds {
@@ -301,6 +325,10 @@ pub fn run(
     let suspects = pick_suspects(&measured, n, factor * baseline);
     let mut healthy: Vec<usize> = (0..n).filter(|i| !suspects.contains(i)).collect();
     healthy.sort_by(|&a, &b| fastest[a].total_cmp(&fastest[b]));
+    // Against the controls, halfway to `factor` suffices: load on shared cores slows them too.
+    let confirmed = |t: f64, control: Option<f64>| {
+        is_slow(t) && control.is_none_or(|c| t > (factor + 1.0) / 2.0 * c)
+    };
     for (j, &s) in suspects.iter().enumerate() {
         let (slow_pairs, pairs) = slow_count(s);
         let mut c = Culprit {
@@ -312,23 +340,35 @@ pub fn run(
             factor: f64::NAN,
         };
         if let Some(&h) = healthy.get(j % healthy.len().max(1)) {
-            let t = ctx.best_of(s.min(h), s.max(h))?;
+            let spare: Vec<usize> = healthy.iter().copied().filter(|&x| x != h).collect();
+            let (t, control) = ctx.with_controls(s, h, &spare)?;
             c.confirmed_with = Some(nodes[h].clone());
-            c.confirmed = is_slow(t);
+            c.confirmed = confirmed(t, control);
             c.factor = round3(t / baseline);
-            out.confirmations.push(pair_time(s.min(h), s.max(h), t));
+            out.confirmations.push(PairTime {
+                control_us: control.map(round3),
+                ..pair_time(s.min(h), s.max(h), t)
+            });
         }
         out.suspects.push(c);
     }
     for &(a, b, t) in &measured {
         if is_slow(t) && !suspects.contains(&a) && !suspects.contains(&b) {
-            let again = ctx.best_of(a, b)?;
-            out.confirmations.push(pair_time(a, b, again));
+            let spare: Vec<usize> = healthy
+                .iter()
+                .copied()
+                .filter(|&x| x != a && x != b)
+                .collect();
+            let (again, control) = ctx.with_controls(a, b, &spare)?;
+            out.confirmations.push(PairTime {
+                control_us: control.map(round3),
+                ..pair_time(a, b, again)
+            });
             out.bad_links.push(BadLink {
                 a: nodes[a].clone(),
                 b: nodes[b].clone(),
                 factor: round3(t / baseline),
-                confirmed: is_slow(again),
+                confirmed: confirmed(again, control),
             });
         }
     }
