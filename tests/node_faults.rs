@@ -73,7 +73,11 @@ fn a_hung_rank_is_named_by_missed_heartbeats_and_the_run_completes() {
     assert_schema_valid(&doc);
     assert_eq!(doc["status"], "complete");
     let f = fault(&doc, 0);
-    assert_eq!(f["outcome"], "completed", "{f}");
+    assert_eq!(f["outcome"], "recovered", "{f}");
+    assert!(
+        f["recovered_at_s"].as_f64().unwrap() >= f["reverted_at_s"].as_f64().unwrap(),
+        "{f}"
+    );
     assert!(f["reverted_at_s"].as_f64().unwrap() > f["applied_at_s"].as_f64().unwrap());
     let d = &f["detected"];
     assert_eq!(d["mechanism"], "missed_heartbeat", "{f}");

@@ -221,6 +221,9 @@ pub struct FaultEvent {
     pub revert: Option<String>,
     pub ranks: Vec<usize>,
     pub detected: Option<Detection>,
+    /// When the job moved again after the fault's detection (heartbeats back, progress resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at_s: Option<f64>,
     pub outcome: String,
     pub error: Option<String>,
     pub phases: Option<serde_json::Value>,
@@ -251,6 +254,7 @@ impl FaultEvent {
                 _ => Vec::new(),
             },
             detected: None,
+            recovered_at_s: None,
             outcome: "not_applied".into(),
             error: None,
             phases: None,
