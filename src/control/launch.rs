@@ -334,6 +334,21 @@ pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), Str
             }
         }
     }
+    if t.faults.iter().any(|f| {
+        matches!(
+            f.kind.as_str(),
+            "down" | "loss" | "rate" | "partition" | "flap" | "delay"
+        )
+    }) {
+        if let Some(notes) = obj.get_mut("notes").and_then(|n| n.as_array_mut()) {
+            notes.push(
+                "link faults act on the hosts' kernel network interfaces (ip, tc, nftables): they impair TCP/IP \
+                 traffic only; RDMA (InfiniBand, RoCE) bypasses them, so on such fabrics take the port down or \
+                 remove NCCL transports instead"
+                    .into(),
+            );
+        }
+    }
     obj.insert("faults".into(), faults);
     obj.insert(
         "detections".into(),
