@@ -196,6 +196,7 @@ fn explains(kind: FaultKind, mechanism: Mechanism) -> bool {
                 | M::WatchdogDeadline
                 | M::MissedHeartbeat
                 | M::ConnectionLost
+                | M::CollectiveError
         ),
     }
 }

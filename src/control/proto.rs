@@ -39,6 +39,8 @@ pub enum Mechanism {
     JobEnded,
     /// TCP retransmissions concentrate on one host's connections: its link loses packets.
     Retransmits,
+    /// A collective call returned an error (an NCCL async error, an MPI error).
+    CollectiveError,
 }
 
 impl Mechanism {
@@ -54,6 +56,7 @@ impl Mechanism {
             Mechanism::LinkDown => "link_down",
             Mechanism::JobEnded => "job_ended",
             Mechanism::Retransmits => "retransmits",
+            Mechanism::CollectiveError => "collective_error",
         }
     }
 }
@@ -423,6 +426,7 @@ mod tests {
             LinkDown,
             JobEnded,
             Retransmits,
+            CollectiveError,
         ] {
             assert!(
                 known.as_array().unwrap().iter().any(|k| k == m.name()),
