@@ -137,6 +137,11 @@ fn a_slow_rank_is_named_as_the_straggler() {
         ph["during"]["p50_us"].as_f64().unwrap(),
     );
     assert!(during > 5.0 * before, "the delay shows in the phases: {ph}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("Fault timeline") && html.contains("Latency over time"),
+        "report.html shows the fault over time"
+    );
     no_process_left(&out);
 }
 
