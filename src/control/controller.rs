@@ -523,7 +523,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
     let why = loop {
         match read_frame(&mut rd).await {
             Ok(msg) => {
-                if let Some(done) = on_message(&state, &config, rank, msg) {
+                if let Some(done) = on_message(&state, rank, msg) {
                     break done;
                 }
             }
@@ -558,7 +558,6 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
 /// Handles one message; Some(Ok) when the rank said goodbye.
 fn on_message(
     state: &Shared,
-    config: &Config,
     rank: usize,
     msg: ToController,
 ) -> Option<Result<(), proto::FrameError>> {
@@ -697,7 +696,6 @@ fn on_message(
             if reason.starts_with("exit fault") {
                 st.detect(Some(rank), Mechanism::EarlyExit, reason, true);
             }
-            let _ = config;
             return Some(Ok(()));
         }
     }
@@ -720,7 +718,7 @@ fn arm_points_for(st: &mut State, rank: usize, config: &Config) {
         if !targets.contains(&rank) {
             continue;
         }
-        let Some(action) = action_for(st, f, rank, config) else {
+        let Some(action) = action_for(st, f, config) else {
             continue;
         };
         let msg = ToRank::ArmAt {
@@ -759,7 +757,7 @@ fn target_ranks(st: &State, f: &Fault) -> Vec<usize> {
 }
 
 /// The agent action for a fault on `rank`.
-fn action_for(st: &State, f: &Fault, rank: usize, config: &Config) -> Option<Action> {
+fn action_for(st: &State, f: &Fault, config: &Config) -> Option<Action> {
     Some(match f.kind {
         FaultKind::Kill => Action::Kill,
         FaultKind::Hang => Action::Hang,
@@ -789,7 +787,6 @@ fn action_for(st: &State, f: &Fault, rank: usize, config: &Config) -> Option<Act
                 ),
                 _ => (None, Vec::new()),
             };
-            let _ = rank;
             Action::Link(LinkSpec {
                 kind: kind.name().to_string(),
                 iface,
@@ -872,7 +869,7 @@ fn apply(st: &mut State, i: usize, config: &Config, now: Instant) {
                 revert.push(format!("SIGCONT to pid {pid}"));
             }
             _ => {
-                if let Some(action) = action_for(st, &f, r, config) {
+                if let Some(action) = action_for(st, &f, config) {
                     send_to(
                         st,
                         r,
