@@ -770,21 +770,7 @@ fn action_for(st: &State, f: &Fault, config: &Config) -> Option<Action> {
         kind => {
             let (iface, peers) = match &f.target {
                 Target::Link { iface, .. } => (Some(iface.clone()), Vec::new()),
-                Target::Pair(_, b) => (
-                    None,
-                    st.ranks
-                        .values()
-                        .filter(|r| &r.hello.host == b)
-                        .flat_map(|r| {
-                            r.hello
-                                .addrs
-                                .iter()
-                                .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
-                        })
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .into_iter()
-                        .collect(),
-                ),
+                Target::Pair(_, b) => (None, addrs_where(st, |h| h == b)),
                 _ => (None, Vec::new()),
             };
             Action::Link(LinkSpec {
@@ -1153,19 +1139,7 @@ fn start_probe(st: &mut State, mechanism: Mechanism, detail: String, now: Instan
     }
     let hosts = first_rank_per_host(st);
     for (h, r) in &hosts {
-        let peers: Vec<String> = st
-            .ranks
-            .values()
-            .filter(|x| &x.hello.host != h)
-            .flat_map(|x| {
-                x.hello
-                    .addrs
-                    .iter()
-                    .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let peers = addrs_where(st, |x| x != h);
         send_to(st, *r, ToRank::Probe { peers });
     }
     crate::say(&format!(
@@ -1180,6 +1154,18 @@ fn start_probe(st: &mut State, mechanism: Mechanism, detail: String, now: Instan
         results: BTreeMap::new(),
         expected: hosts.len(),
     });
+}
+
+/// The IPv4 addresses (no prefix) the registered hosts matching `host` reported, each once.
+fn addrs_where(st: &State, host: impl Fn(&str) -> bool) -> Vec<String> {
+    st.ranks
+        .values()
+        .filter(|r| host(&r.hello.host))
+        .flat_map(|r| r.hello.addrs.iter())
+        .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn host_of_addr(st: &State, addr: &str) -> Option<String> {

@@ -44,6 +44,20 @@ pub enum Mechanism {
 }
 
 impl Mechanism {
+    pub const ALL: [Mechanism; 11] = [
+        Mechanism::ConnectionLost,
+        Mechanism::MissedHeartbeat,
+        Mechanism::ProgressStall,
+        Mechanism::WatchdogDeadline,
+        Mechanism::WrongData,
+        Mechanism::EarlyExit,
+        Mechanism::Straggler,
+        Mechanism::LinkDown,
+        Mechanism::JobEnded,
+        Mechanism::Retransmits,
+        Mechanism::CollectiveError,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::ConnectionLost => "connection_lost",
@@ -414,20 +428,7 @@ mod tests {
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../../results/schema/run.v1.schema.json")).unwrap();
         let known = &schema["$defs"]["mechanism"]["enum"];
-        use Mechanism::*;
-        for m in [
-            ConnectionLost,
-            MissedHeartbeat,
-            ProgressStall,
-            WatchdogDeadline,
-            WrongData,
-            EarlyExit,
-            Straggler,
-            LinkDown,
-            JobEnded,
-            Retransmits,
-            CollectiveError,
-        ] {
+        for m in Mechanism::ALL {
             assert!(
                 known.as_array().unwrap().iter().any(|k| k == m.name()),
                 "{} missing from the schema",
