@@ -440,6 +440,9 @@ fn bench_in_world(
     );
     drop(watchdog);
     if let Some(a) = agent {
+        if let Err(Failure::CouldNotRun(e)) = &result {
+            a.detected(control::proto::Mechanism::CollectiveError, e.clone(), None);
+        }
         a.finish(match &result {
             Ok(Outcome::Success) => "complete",
             Ok(Outcome::TestFailed(_)) => "complete with a failed test",

@@ -817,3 +817,46 @@ fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
     );
     assert_hosts_clean(&c, 4);
 }
+
+#[test]
+fn a_partition_between_two_hosts_stalls_the_job_and_probes_find_the_pair() {
+    need_root!();
+    let c = Cluster::up(4);
+    let (_tmp, out) = common::fresh_out();
+    let plan = format!(
+        "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"1s\"\nstall = \"1500ms\"\nabort_after = \"20s\"\n\n\
+         [[fault]]\nkind = \"partition\"\ntarget = \"pair:{},{}\"\nstart = \"1s\"\nduration = \"4s\"\n",
+        c.host(1),
+        c.host(2)
+    );
+    let sweep = [
+        "-b",
+        "64K",
+        "-e",
+        "64K",
+        "-n",
+        "20",
+        "--op",
+        "all_reduce",
+        "--run-for",
+        "9s",
+    ];
+    let (code, log) = controller_run(&c, &plan, &sweep, &out);
+    assert_eq!(code, Some(0), "{log}");
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    let pair = format!("{}-{} 100.0%", c.host(1), c.host(2));
+    assert!(
+        doc["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["detail"].as_str().unwrap().contains(&pair)),
+        "the probes name the partitioned pair: {}",
+        doc["detections"]
+    );
+    let f = &doc["faults"][0];
+    assert_eq!(f["detected"]["mechanism"], "progress_stall", "{f}");
+    assert_eq!(f["outcome"], "recovered", "{f}");
+    assert_hosts_clean(&c, 4);
+}

@@ -73,7 +73,11 @@ fn a_hung_rank_is_named_by_missed_heartbeats_and_the_run_completes() {
     assert_schema_valid(&doc);
     assert_eq!(doc["status"], "complete");
     let f = fault(&doc, 0);
-    assert_eq!(f["outcome"], "completed", "{f}");
+    assert_eq!(f["outcome"], "recovered", "{f}");
+    assert!(
+        f["recovered_at_s"].as_f64().unwrap() >= f["reverted_at_s"].as_f64().unwrap(),
+        "{f}"
+    );
     assert!(f["reverted_at_s"].as_f64().unwrap() > f["applied_at_s"].as_f64().unwrap());
     let d = &f["detected"];
     assert_eq!(d["mechanism"], "missed_heartbeat", "{f}");
@@ -133,6 +137,11 @@ fn a_slow_rank_is_named_as_the_straggler() {
         ph["during"]["p50_us"].as_f64().unwrap(),
     );
     assert!(during > 5.0 * before, "the delay shows in the phases: {ph}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("Fault timeline") && html.contains("Latency over time"),
+        "report.html shows the fault over time"
+    );
     no_process_left(&out);
 }
 
@@ -311,4 +320,76 @@ fn a_start_point_the_sweep_never_reaches_is_bad_input() {
     let (code, log) = local_with_plan("2", &p, &out, "1s", &[]);
     assert_eq!(code, 2, "{log}");
     assert!(log.contains("rank 5 is not in a run of 2 ranks"), "{log}");
+}
+
+#[test]
+fn a_standalone_controller_serves_ranks_started_elsewhere() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_dir(&tmp, "standalone-ranks");
+    let p = plan(
+        tmp.path(),
+        "[[fault]]\nkind = \"hang\"\ntarget = \"rank:1\"\nstart = \"1s\"\nduration = \"2s\"\n",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut ctl = std::process::Command::new(exe())
+        .args([
+            "controller",
+            "--plan",
+            p.to_str().unwrap(),
+            "--listen",
+            &addr,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The controller prints where the secret is; a rank without it would be refused.
+    let mut lines = std::io::BufReader::new(ctl.stderr.take().unwrap()).lines();
+    let secret_file = loop {
+        let line = lines
+            .next()
+            .expect("controller printed its start line")
+            .unwrap();
+        if let Some(rest) = line.split("COLLBENCH_SECRET_FILE=").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let drain =
+        std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let ranks = mpirun(4)
+        .args([
+            "bench",
+            "--controller",
+            &addr,
+            "-b",
+            "1K",
+            "-e",
+            "1K",
+            "-n",
+            "20",
+        ])
+        .args(["--run-for", "4s", "--out", out.to_str().unwrap()])
+        .env("COLLBENCH_SECRET_FILE", &secret_file)
+        .output()
+        .unwrap();
+    assert_eq!(ranks.status.code(), Some(0), "{:?}", text(&ranks));
+    let status = ctl.wait().unwrap();
+    let log = drain.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let doc = read_run(&out);
+    assert_schema_valid(&doc);
+    let f = fault(&doc, 0);
+    assert_eq!(f["detected"]["mechanism"], "missed_heartbeat", "{f}");
+    assert_eq!(f["outcome"], "recovered", "{f}");
+    assert!(
+        !Path::new(&secret_file).exists(),
+        "the secret is removed with the run"
+    );
 }

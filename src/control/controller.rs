@@ -78,6 +78,8 @@ struct FaultState {
     /// Ranks whose agents hold the fault (they revert it).
     agent_ranks: Vec<usize>,
     revert_at: Option<Instant>,
+    /// When it was reverted; detections long after that are not its doing.
+    reverted_at: Option<Instant>,
     done: bool,
     armed: bool,
 }
@@ -99,6 +101,8 @@ struct State {
     retrans: std::collections::VecDeque<(Instant, String, String, u64)>,
     probe: Option<Probe>,
     last_probe: Option<Instant>,
+    /// How long after its revert a detection may still be a fault's: the slowest detector's delay.
+    grace: Duration,
     ended: bool,
 }
 
@@ -135,6 +139,7 @@ impl State {
             .iter_mut()
             .filter(|f| {
                 f.applied_at.is_some_and(|a| a <= now)
+                    && f.reverted_at.is_none_or(|r| now <= r + self.grace)
                     && f.event.detected.is_none()
                     && explains(f.fault.kind, mechanism)
             })
@@ -191,7 +196,20 @@ fn explains(kind: FaultKind, mechanism: Mechanism) -> bool {
                 | M::WatchdogDeadline
                 | M::MissedHeartbeat
                 | M::ConnectionLost
+                | M::CollectiveError
         ),
+    }
+}
+
+impl State {
+    /// The job moves again: every detected, unrecovered fault records when.
+    fn note_recovery(&mut self, now: Instant) {
+        let at = self.since_start(now);
+        for f in &mut self.faults {
+            if f.event.detected.is_some() && f.event.recovered_at_s.is_none() {
+                f.event.recovered_at_s = Some(at);
+            }
+        }
     }
 }
 
@@ -266,6 +284,7 @@ pub async fn run(
             stopped_pids: Vec::new(),
             agent_ranks: Vec::new(),
             revert_at: None,
+            reverted_at: None,
             done: false,
             armed: false,
         })
@@ -283,6 +302,7 @@ pub async fn run(
         retrans: Default::default(),
         probe: None,
         last_probe: None,
+        grace: config.plan.stall.max(config.plan.heartbeat_timeout) + Duration::from_secs(1),
         ended: false,
     }));
     let config = Arc::new(config);
@@ -411,6 +431,8 @@ pub async fn run(
         if f.applied_at_s.is_some() {
             f.outcome = if timeline.torn_down.is_some() {
                 "aborted".into()
+            } else if job_ok && f.recovered_at_s.is_some() {
+                "recovered".into()
             } else if job_ok {
                 "completed".into()
             } else {
@@ -501,7 +523,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
     let why = loop {
         match read_frame(&mut rd).await {
             Ok(msg) => {
-                if let Some(done) = on_message(&state, &config, rank, msg) {
+                if let Some(done) = on_message(&state, rank, msg) {
                     break done;
                 }
             }
@@ -536,7 +558,6 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
 /// Handles one message; Some(Ok) when the rank said goodbye.
 fn on_message(
     state: &Shared,
-    config: &Config,
     rank: usize,
     msg: ToController,
 ) -> Option<Result<(), proto::FrameError>> {
@@ -573,6 +594,7 @@ fn on_message(
                 ));
                 if st.ranks.values().all(|r| r.missing_since.is_none()) && !st.stalled {
                     st.lost_since = None;
+                    st.note_recovery(now);
                 }
             }
         }
@@ -636,6 +658,7 @@ fn on_message(
             let at = st.timeline.sweep_start_unix_s.map(|s| unix_s - s);
             if let Some(f) = st.faults.get_mut(id) {
                 f.event.reverted_at_s = f.event.reverted_at_s.or(at);
+                f.reverted_at.get_or_insert(now);
                 f.agent_ranks.retain(|&r| r != rank);
                 if f.agent_ranks.is_empty() && f.stopped_pids.is_empty() {
                     f.done = true;
@@ -673,7 +696,6 @@ fn on_message(
             if reason.starts_with("exit fault") {
                 st.detect(Some(rank), Mechanism::EarlyExit, reason, true);
             }
-            let _ = config;
             return Some(Ok(()));
         }
     }
@@ -696,7 +718,7 @@ fn arm_points_for(st: &mut State, rank: usize, config: &Config) {
         if !targets.contains(&rank) {
             continue;
         }
-        let Some(action) = action_for(st, f, rank, config) else {
+        let Some(action) = action_for(st, f, config) else {
             continue;
         };
         let msg = ToRank::ArmAt {
@@ -735,7 +757,7 @@ fn target_ranks(st: &State, f: &Fault) -> Vec<usize> {
 }
 
 /// The agent action for a fault on `rank`.
-fn action_for(st: &State, f: &Fault, rank: usize, config: &Config) -> Option<Action> {
+fn action_for(st: &State, f: &Fault, config: &Config) -> Option<Action> {
     Some(match f.kind {
         FaultKind::Kill => Action::Kill,
         FaultKind::Hang => Action::Hang,
@@ -748,24 +770,9 @@ fn action_for(st: &State, f: &Fault, rank: usize, config: &Config) -> Option<Act
         kind => {
             let (iface, peers) = match &f.target {
                 Target::Link { iface, .. } => (Some(iface.clone()), Vec::new()),
-                Target::Pair(_, b) => (
-                    None,
-                    st.ranks
-                        .values()
-                        .filter(|r| &r.hello.host == b)
-                        .flat_map(|r| {
-                            r.hello
-                                .addrs
-                                .iter()
-                                .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
-                        })
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .into_iter()
-                        .collect(),
-                ),
+                Target::Pair(_, b) => (None, addrs_where(st, |h| h == b)),
                 _ => (None, Vec::new()),
             };
-            let _ = rank;
             Action::Link(LinkSpec {
                 kind: kind.name().to_string(),
                 iface,
@@ -848,7 +855,7 @@ fn apply(st: &mut State, i: usize, config: &Config, now: Instant) {
                 revert.push(format!("SIGCONT to pid {pid}"));
             }
             _ => {
-                if let Some(action) = action_for(st, &f, r, config) {
+                if let Some(action) = action_for(st, &f, config) {
                     send_to(
                         st,
                         r,
@@ -897,6 +904,7 @@ fn revert(st: &mut State, i: usize, now: Instant) {
     }
     let at_s = st.since_start(now);
     let fs = &mut st.faults[i];
+    fs.reverted_at.get_or_insert(now);
     if !pids.is_empty() {
         fs.event.reverted_at_s = Some(at_s);
     }
@@ -975,13 +983,18 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
             ));
             if st.ranks.values().all(|r| r.missing_since.is_none()) {
                 st.lost_since = None;
+                st.note_recovery(now);
             }
         }
     } else if !st.stalled && !live.is_empty() && now.duration_since(st.ticks.1) > config.plan.stall
     {
         st.stalled = true;
-        let (rank, detail) = stall_culprit(&st, now.duration_since(st.ticks.1));
-        st.detect(rank, Mechanism::ProgressStall, detail, true);
+        let (rank, detail, known) = stall_culprit(&st, now.duration_since(st.ticks.1));
+        st.detect(rank, Mechanism::ProgressStall, detail.clone(), true);
+        // A stall nobody explains: find the links that lose packets.
+        if !known && first_rank_per_host(&st).len() >= 2 {
+            start_probe(&mut st, Mechanism::ProgressStall, detail, now);
+        }
     }
     // A job that stays lost is torn down: faults reverted first (agents get up to 2s to
     // confirm), then every rank's pid and the job's process group are killed.
@@ -1106,8 +1119,8 @@ fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now
         "{total} TCP retransmissions in the last {}s ({summary})",
         RETRANS_WINDOW.as_secs()
     );
-    st.last_probe = Some(now);
     if hosts.len() < 3 {
+        st.last_probe = Some(now);
         st.detect(
             None,
             Mechanism::Retransmits,
@@ -1116,33 +1129,43 @@ fn note_retransmits(st: &mut State, rank: usize, deltas: Vec<(String, u64)>, now
         );
         return;
     }
-    // Ask every host to probe every other one.
+    start_probe(st, Mechanism::Retransmits, detail, now);
+}
+
+/// Asks every host to probe every other one; `finish_probe` judges the answers.
+fn start_probe(st: &mut State, mechanism: Mechanism, detail: String, now: Instant) {
+    if st.probe.is_some() {
+        return;
+    }
+    let hosts = first_rank_per_host(st);
     for (h, r) in &hosts {
-        let peers: Vec<String> = st
-            .ranks
-            .values()
-            .filter(|x| &x.hello.host != h)
-            .flat_map(|x| {
-                x.hello
-                    .addrs
-                    .iter()
-                    .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
-            })
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let peers = addrs_where(st, |x| x != h);
         send_to(st, *r, ToRank::Probe { peers });
     }
     crate::say(&format!(
         "collbench controller: {:7.3}s {detail}; probing every host pair",
         st.since_start(now)
     ));
+    st.last_probe = Some(now);
     st.probe = Some(Probe {
         started: now,
+        mechanism,
         detail,
         results: BTreeMap::new(),
         expected: hosts.len(),
     });
+}
+
+/// The IPv4 addresses (no prefix) the registered hosts matching `host` reported, each once.
+fn addrs_where(st: &State, host: impl Fn(&str) -> bool) -> Vec<String> {
+    st.ranks
+        .values()
+        .filter(|r| host(&r.hello.host))
+        .flat_map(|r| r.hello.addrs.iter())
+        .map(|(_, a)| a.split('/').next().unwrap_or("").to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn host_of_addr(st: &State, addr: &str) -> Option<String> {
@@ -1171,6 +1194,8 @@ fn first_rank_per_host(st: &State) -> BTreeMap<String, usize> {
 /// A round of probes in flight.
 struct Probe {
     started: Instant,
+    /// What made the controller probe; the verdict is reported under it.
+    mechanism: Mechanism,
     detail: String,
     /// Prober host -> (peer host, loss percent).
     results: BTreeMap<String, Vec<(String, f64)>>,
@@ -1230,17 +1255,12 @@ fn finish_probe(st: &mut State, now: Instant) {
     let rank = culprit_host
         .as_ref()
         .and_then(|h| first_rank_per_host(st).get(h).copied());
-    st.detect(
-        rank,
-        Mechanism::Retransmits,
-        format!("{}; {verdict}", p.detail),
-        false,
-    );
+    st.detect(rank, p.mechanism, format!("{}; {verdict}", p.detail), false);
 }
 
 /// Who to blame for a stall: a host whose link went down recently, else ranks in a different call
 /// than the rest, else nobody in particular.
-fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String) {
+fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String, bool) {
     let head = format!("no rank advanced for {:.2}s", for_.as_secs_f64());
     if let Some(d) = st
         .timeline
@@ -1256,6 +1276,7 @@ fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String) {
                 d.host.as_deref().unwrap_or("?"),
                 d.detail
             ),
+            true,
         );
     }
     let missing: Vec<usize> = st
@@ -1271,6 +1292,7 @@ fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String) {
                 "{head}; rank {r} on {} sends no heartbeats (stopped or its host is gone)",
                 st.ranks[&r].hello.host
             ),
+            true,
         );
     }
     let live: Vec<(usize, &proto::Progress)> = st
@@ -1303,11 +1325,12 @@ fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String) {
                     odd[0],
                     p.map_or(String::new(), describe)
                 ),
+                false,
             );
         }
     }
     let at = live.first().map_or(String::new(), |(_, p)| describe(p));
-    (None, format!("{head}; every rank waits in {at}"))
+    (None, format!("{head}; every rank waits in {at}"), false)
 }
 
 fn describe(p: &proto::Progress) -> String {

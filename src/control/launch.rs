@@ -201,21 +201,29 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|zombie| !zombie)
 }
 
-/// Kills the ranks this host can signal and their MPI daemons (orted/prted parents), then waits
-/// (up to 5s) until none is left.
+/// Waits (up to 5s) for the ranks this host can signal to leave on their own, then kills what is
+/// left and those ranks' MPI daemons (orted/prted parents), and waits (up to 5s) until none is left.
 async fn reap(pids: &[(u32, u32)]) {
+    let t0 = std::time::Instant::now();
+    while pids.iter().any(|&(p, _)| alive(p)) && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut targets: Vec<u32> = Vec::new();
-    for &(pid, ppid) in pids {
-        if alive(pid) {
-            targets.push(pid);
-        }
+    for &(pid, ppid) in pids.iter().filter(|&&(p, _)| alive(p)) {
+        targets.push(pid);
         let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
         if ppid > 1 && matches!(comm.trim(), "orted" | "prted") && alive(ppid) {
             targets.push(ppid);
         }
     }
+    if targets.is_empty() {
+        return;
+    }
     targets.sort_unstable();
     targets.dedup();
+    crate::say(&format!(
+        "collbench controller: killing what is left of the job: pids {targets:?}"
+    ));
     for &p in &targets {
         // SAFETY: a pid a rank registered (or its MPI daemon), still alive a moment ago.
         unsafe {
@@ -324,6 +332,21 @@ pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), Str
                 f["phases"] = p;
                 f["phase_row"] = row;
             }
+        }
+    }
+    if t.faults.iter().any(|f| {
+        matches!(
+            f.kind.as_str(),
+            "down" | "loss" | "rate" | "partition" | "flap" | "delay"
+        )
+    }) {
+        if let Some(notes) = obj.get_mut("notes").and_then(|n| n.as_array_mut()) {
+            notes.push(
+                "link faults act on the hosts' kernel network interfaces (ip, tc, nftables): they impair TCP/IP \
+                 traffic only; RDMA (InfiniBand, RoCE) bypasses them, so on such fabrics take the port down or \
+                 remove NCCL transports instead"
+                    .into(),
+            );
         }
     }
     obj.insert("faults".into(), faults);

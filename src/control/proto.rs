@@ -39,9 +39,25 @@ pub enum Mechanism {
     JobEnded,
     /// TCP retransmissions concentrate on one host's connections: its link loses packets.
     Retransmits,
+    /// A collective call returned an error (an NCCL async error, an MPI error).
+    CollectiveError,
 }
 
 impl Mechanism {
+    pub const ALL: [Mechanism; 11] = [
+        Mechanism::ConnectionLost,
+        Mechanism::MissedHeartbeat,
+        Mechanism::ProgressStall,
+        Mechanism::WatchdogDeadline,
+        Mechanism::WrongData,
+        Mechanism::EarlyExit,
+        Mechanism::Straggler,
+        Mechanism::LinkDown,
+        Mechanism::JobEnded,
+        Mechanism::Retransmits,
+        Mechanism::CollectiveError,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Mechanism::ConnectionLost => "connection_lost",
@@ -54,6 +70,7 @@ impl Mechanism {
             Mechanism::LinkDown => "link_down",
             Mechanism::JobEnded => "job_ended",
             Mechanism::Retransmits => "retransmits",
+            Mechanism::CollectiveError => "collective_error",
         }
     }
 }
@@ -221,6 +238,9 @@ pub struct FaultEvent {
     pub revert: Option<String>,
     pub ranks: Vec<usize>,
     pub detected: Option<Detection>,
+    /// When the job moved again after the fault's detection (heartbeats back, progress resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_at_s: Option<f64>,
     pub outcome: String,
     pub error: Option<String>,
     pub phases: Option<serde_json::Value>,
@@ -251,6 +271,7 @@ impl FaultEvent {
                 _ => Vec::new(),
             },
             detected: None,
+            recovered_at_s: None,
             outcome: "not_applied".into(),
             error: None,
             phases: None,
@@ -407,19 +428,7 @@ mod tests {
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../../results/schema/run.v1.schema.json")).unwrap();
         let known = &schema["$defs"]["mechanism"]["enum"];
-        use Mechanism::*;
-        for m in [
-            ConnectionLost,
-            MissedHeartbeat,
-            ProgressStall,
-            WatchdogDeadline,
-            WrongData,
-            EarlyExit,
-            Straggler,
-            LinkDown,
-            JobEnded,
-            Retransmits,
-        ] {
+        for m in Mechanism::ALL {
             assert!(
                 known.as_array().unwrap().iter().any(|k| k == m.name()),
                 "{} missing from the schema",

@@ -622,6 +622,7 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
         t += step;
     }
     s.push_str("</svg>");
+    s.push_str(&latency_over_time(&starts, end));
     s.push_str("<p><span class=\"phase-before\">&nbsp;before&nbsp;</span> <span class=\"phase-during\">&nbsp;during&nbsp;</span> <span class=\"phase-after\">&nbsp;after&nbsp;</span> a fault; ▼ marks first detection; a dashed fault bar was never reverted.</p>");
     s.push_str("<table class=\"faults\"><tr><th>id</th><th class=\"l\">kind</th><th class=\"l\">target</th><th class=\"l\">params</th><th class=\"l\">start</th><th>applied (s)</th><th>reverted (s)</th><th class=\"l\">revert</th><th>detected after (s)</th><th class=\"l\">detected by</th><th class=\"l\">outcome</th><th class=\"l\">phases: p50 us / p99 us / busbw GB/s</th></tr>");
     for f in faults {
@@ -671,6 +672,56 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
     }
     s.push_str("</table>");
     s
+}
+
+/// p50 and p99 of every record against its start time, for the (up to) three most-measured rows,
+/// so a fault's effect shows as a shift over time.
+fn latency_over_time(starts: &[(f64, &RecordData)], end: f64) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for (_, r) in starts.iter().filter(|(_, r)| r.has_latency()) {
+        let k = super::read::key_name(&r.key());
+        match counts.iter_mut().find(|(n, _)| *n == k) {
+            Some(c) => c.1 += 1,
+            None => counts.push((k, 1)),
+        }
+    }
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    counts.truncate(3);
+    if counts.iter().all(|c| c.1 < 2) {
+        return String::new();
+    }
+    let mut series = Vec::new();
+    for (i, (k, _)) in counts.iter().enumerate() {
+        let pts = |f: fn(&RecordData) -> f64| -> Vec<(f64, f64)> {
+            starts
+                .iter()
+                .filter(|(_, r)| r.has_latency() && super::read::key_name(&r.key()) == *k)
+                .map(|(t, r)| (*t, f(r)))
+                .collect()
+        };
+        series.push(svg::Series::new(
+            format!("{k} p50"),
+            2 * i,
+            pts(|r| r.latency.p50_us),
+        ));
+        let mut p99 = svg::Series::new(format!("{k} p99"), 2 * i + 1, pts(|r| r.latency.p99_us));
+        p99.dashed = true;
+        series.push(p99);
+    }
+    let mut x = svg::Axis::new(
+        "seconds since the sweep started",
+        svg::Scale::Linear,
+        svg::fmt_num,
+    );
+    x.range = Some((0.0, end));
+    let plot = svg::LinePlot {
+        title: "Latency over time: p50 and p99 of each record".into(),
+        x,
+        y: svg::Axis::new("latency (us, log10)", svg::Scale::Log10, svg::fmt_num),
+        series,
+        x_labels: Vec::new(),
+    };
+    format!("<div class=\"plot\">{}</div>", plot.render(1280, 360))
 }
 
 fn results_table(run: &RunData) -> String {
