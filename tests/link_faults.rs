@@ -705,7 +705,7 @@ fn a_downed_link_is_detected_its_host_named_the_job_torn_down_and_the_link_resto
 }
 
 #[test]
-fn ten_percent_loss_shifts_p99_and_its_host_is_named() {
+fn timing_ten_percent_loss_shifts_p99_and_its_host_is_named() {
     need_root!();
     let c = Cluster::up(4);
     let (_tmp, out) = common::fresh_out();
@@ -819,7 +819,7 @@ fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
 }
 
 #[test]
-fn a_partition_between_two_hosts_stalls_the_job_and_probes_find_the_pair() {
+fn timing_a_partition_between_two_hosts_stalls_the_job_and_probes_find_the_pair() {
     need_root!();
     let c = Cluster::up(4);
     let (_tmp, out) = common::fresh_out();

@@ -60,7 +60,7 @@ fn fault(doc: &serde_json::Value, id: usize) -> &serde_json::Value {
 }
 
 #[test]
-fn a_hung_rank_is_named_by_missed_heartbeats_and_the_run_completes() {
+fn timing_a_hung_rank_is_named_by_missed_heartbeats_and_the_run_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let out = out_dir(&tmp, "hang");
     let p = plan(
@@ -117,7 +117,7 @@ fn a_killed_rank_is_detected_at_once_and_the_job_torn_down() {
 }
 
 #[test]
-fn a_slow_rank_is_named_as_the_straggler() {
+fn timing_a_slow_rank_is_named_as_the_straggler() {
     let tmp = tempfile::tempdir().unwrap();
     let out = out_dir(&tmp, "slow");
     let p = plan(
