@@ -644,12 +644,14 @@ fn assert_hosts_clean(c: &Cluster, hosts: usize) {
     for i in 1..=hosts {
         c.assert_clean(i);
         let pids = run(Command::new("ip").args(["netns", "pids", &c.host(i)]));
-        assert!(
-            pids.stdout.is_empty(),
-            "processes left on {}: {}",
-            c.host(i),
-            String::from_utf8_lossy(&pids.stdout)
-        );
+        let left: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                format!("{p} {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect();
+        assert!(left.is_empty(), "processes left on {}: {left:?}", c.host(i));
     }
 }
 

@@ -204,23 +204,25 @@ fn alive(pid: u32) -> bool {
 /// Waits (up to 5s) for the ranks this host can signal to leave on their own, then kills what is
 /// left and those ranks' MPI daemons (orted/prted parents), and waits (up to 5s) until none is left.
 async fn reap(pids: &[(u32, u32)]) {
-    let t0 = std::time::Instant::now();
-    while pids.iter().any(|&(p, _)| alive(p)) && t0.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut targets: Vec<u32> = Vec::new();
-    for &(pid, ppid) in pids.iter().filter(|&&(p, _)| alive(p)) {
-        targets.push(pid);
+    // The ranks and their MPI daemons (a daemon outlives a killed rank until mpirun's end reaches it).
+    let mut watch: Vec<u32> = Vec::new();
+    for &(pid, ppid) in pids {
+        watch.push(pid);
         let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
-        if ppid > 1 && matches!(comm.trim(), "orted" | "prted") && alive(ppid) {
-            targets.push(ppid);
+        if ppid > 1 && matches!(comm.trim(), "orted" | "prted") {
+            watch.push(ppid);
         }
     }
+    watch.sort_unstable();
+    watch.dedup();
+    let t0 = std::time::Instant::now();
+    while watch.iter().any(|&p| alive(p)) && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let targets: Vec<u32> = watch.into_iter().filter(|&p| alive(p)).collect();
     if targets.is_empty() {
         return;
     }
-    targets.sort_unstable();
-    targets.dedup();
     crate::say(&format!(
         "collbench controller: killing what is left of the job: pids {targets:?}"
     ));
