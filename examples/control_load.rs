@@ -83,12 +83,15 @@ struct Shared {
     /// The silent rank's last heartbeat before it went quiet.
     last_before_silence: Mutex<Option<Instant>>,
     uploads_sent: AtomicUsize,
+    /// When each connection's uploads were written (µs since t0).
+    sent_at: Vec<AtomicU64>,
+    t0: Instant,
     done: AtomicUsize,
     errors: AtomicUsize,
     first_error: Mutex<Option<String>>,
-    templates: Vec<Vec<String>>,
-    /// The same, pre-merged per node (for relays).
-    node_templates: Vec<Vec<String>>,
+    /// The Results frames of every key, encoded once per template slot (a relay's slot is
+    /// (members - 1) * TEMPLATES + id % TEMPLATES), so the generator's own cost stays small.
+    uploads: Vec<Vec<u8>>,
     heartbeats: AtomicU64,
 }
 
@@ -309,31 +312,37 @@ async fn sim_inner(
             *sh.last_before_silence.lock().unwrap() = Some(now);
         }
     }
-    // Uploads: one per (op, size), merged over the node for a relay; then goodbye.
-    let mut bytes = Vec::new();
-    for k in 0..a.keys {
-        let (op, size) = key(k);
-        let (ranks, histogram) = if relay {
-            (
-                members.len() as u64,
-                sh.node_templates[k][(members.len() - 1) * TEMPLATES + id % TEMPLATES].clone(),
-            )
-        } else {
-            (1, sh.templates[k][id % TEMPLATES].clone())
-        };
-        bytes.extend(frame(&ToController::Results {
-            op,
-            size,
-            placement: "inter".into(),
-            ranks,
-            histogram,
-        }));
-    }
+    // Uploads: one per (op, size), merged over the node for a relay; then goodbye. An agent's
+    // heartbeats go on from their own thread until then, so one goes first.
+    let progress = |r: usize| Progress {
+        ticks: ticks + 1,
+        activity: "results".into(),
+        op: None,
+        size: None,
+        iteration: r as u64,
+    };
+    let mut bytes = frame(&if relay {
+        ToController::NodeHeartbeat {
+            ranks: members.iter().map(|&r| (r, progress(r))).collect(),
+        }
+    } else {
+        ToController::Heartbeat {
+            progress: progress(first),
+            retrans: Vec::new(),
+        }
+    });
+    let slot = if relay {
+        (members.len() - 1) * TEMPLATES + id % TEMPLATES
+    } else {
+        id % TEMPLATES
+    };
+    bytes.extend_from_slice(&sh.uploads[slot]);
     bytes.extend(frame(&ToController::Goodbye {
         reason: "complete".into(),
     }));
     conn.write_all(&bytes).await?;
     sh.uploads_sent.fetch_add(1, Ordering::Relaxed);
+    sh.sent_at[id].store(sh.t0.elapsed().as_micros() as u64, Ordering::Relaxed);
     // Wait for the controller to close (it does once it has read the goodbye).
     let mut sink = [0u8; 256];
     while conn.read(&mut sink).await.unwrap_or(0) > 0 {}
@@ -454,11 +463,38 @@ fn main() {
         silent_until: Mutex::new(None),
         last_before_silence: Mutex::new(None),
         uploads_sent: AtomicUsize::new(0),
+        sent_at: (0..conns).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        t0: Instant::now(),
         done: AtomicUsize::new(0),
         errors: AtomicUsize::new(0),
         first_error: Mutex::new(None),
-        templates,
-        node_templates,
+        uploads: {
+            let set = if args.per_node > 1 {
+                &node_templates
+            } else {
+                &templates
+            };
+            (0..set[0].len())
+                .map(|t| {
+                    let mut b = Vec::new();
+                    for (k, hists) in set.iter().enumerate() {
+                        let (op, size) = key(k);
+                        b.extend(frame(&ToController::Results {
+                            op,
+                            size,
+                            placement: "inter".into(),
+                            ranks: if args.per_node > 1 {
+                                1 + t / TEMPLATES
+                            } else {
+                                1
+                            } as u64,
+                            histogram: hists[t].clone(),
+                        }));
+                    }
+                    b
+                })
+                .collect()
+        },
         heartbeats: AtomicU64::new(0),
         args: args.clone(),
     });
@@ -547,6 +583,23 @@ fn main() {
         _ => None,
     };
     let false_detections = s.detected.len() - detection.is_some() as usize;
+    // Detections of ranks whose uploads this generator had not yet written: its own lag.
+    let lagged = s
+        .detected
+        .iter()
+        .filter(|(t, l)| {
+            let r = l
+                .split("(rank ")
+                .nth(1)
+                .and_then(|x| x.split_whitespace().next())
+                .and_then(|x| x.parse::<usize>().ok());
+            r.is_some_and(|r| {
+                r != sh.silent
+                    && sh.sent_at[r / args.per_node].load(Ordering::Relaxed)
+                        > t.duration_since(sh.t0).as_micros() as u64
+            })
+        })
+        .count();
     // Check the written results against what was sent.
     let doc: serde_json::Value = serde_json::from_slice(
         &std::fs::read(results.join("controller_results.json")).expect("controller_results.json"),
@@ -570,7 +623,7 @@ fn main() {
     println!(
         "ranks {} per_node {} transport {}: registered in {:.2}s (controller CPU {:.2}s, RSS {:.0} MiB); \
 steady {:.1}s: {} heartbeats, controller CPU {:.2}s ({:.0}% of a core), RSS {:.0} MiB; \
-uploads of {} keys: merged+written {} (exit {:.2}s, CPU {:.2}s); silent rank {}: detected {} after its last heartbeat ({} beyond the {timeout}s timeout), {} other detections; \
+uploads of {} keys: merged+written {} (exit {:.2}s, CPU {:.2}s); silent rank {}: detected {} after its last heartbeat ({} beyond the {timeout}s timeout), {} other detections ({} of ranks this generator had not yet uploaded for); \
 controller total CPU {:.2}s, peak RSS {:.0} MiB; exit status {}; results {}",
         args.ranks,
         args.per_node,
@@ -591,6 +644,7 @@ controller total CPU {:.2}s, peak RSS {:.0} MiB; exit status {}; results {}",
         det_s.map_or("never".into(), |d| format!("{d:.3}s")),
         det_s.map_or("-".into(), |d| format!("{:.3}s", d - timeout)),
         false_detections,
+        lagged,
         cpu_total,
         maxrss_mib,
         status,
@@ -604,7 +658,7 @@ controller total CPU {:.2}s, peak RSS {:.0} MiB; exit status {}; results {}",
                 "register_s": reg.as_secs_f64(), "steady_cpu_frac": cpu_steady / steady_s,
                 "merge_write_s": written, "detect_s": det_s, "detect_beyond_timeout_s": det_s.map(|d| d - timeout),
                 "cpu_s": cpu_total, "peak_rss_mib": maxrss_mib, "results_match": ok,
-                "errors": sh.errors.load(Ordering::Relaxed), "other_detections": false_detections,
+                "errors": sh.errors.load(Ordering::Relaxed), "other_detections": false_detections, "generator_lagged": lagged,
             })
         );
     }

@@ -38,6 +38,8 @@ struct RankState {
     /// The controller can signal this pid itself (same kernel, same pid namespace).
     local_pid: bool,
     missing_since: Option<Instant>,
+    /// The control connection's socket (a relay's, for the ranks it speaks for); valid while `tx` is.
+    fd: std::os::fd::RawFd,
     /// Retransmissions per peer address at the last heartbeat.
     retrans: BTreeMap<String, u64>,
 }
@@ -131,6 +133,8 @@ struct State {
     /// Every heartbeat (and registration) as (when, rank), oldest first: the monitor looks only at
     /// the ones older than the timeout instead of scanning every rank.
     deadlines: std::collections::VecDeque<(Instant, usize)>,
+    /// Ranks past their deadline whose connection had unread messages: judged again next tick.
+    recheck: Vec<usize>,
     /// Whether the queue was rebuilt from every rank at the sweep's start.
     deadlines_from_start: bool,
     /// The tick sum and count of live ranks (connected, no goodbye), kept as they change.
@@ -371,6 +375,7 @@ pub async fn run(
         missing: 0,
         deadlines: Default::default(),
         deadlines_from_start: false,
+        recheck: Vec::new(),
         live_ticks: 0,
         live: 0,
     }));
@@ -513,8 +518,15 @@ pub async fn run(
 }
 
 /// A control connection on either socket type.
-trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send + std::os::fd::AsRawFd {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::os::fd::AsRawFd> Conn for T {}
+
+/// Whether bytes from the peer wait unread on `fd` (the controller is behind, the rank is not silent).
+fn unread(fd: std::os::fd::RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD into an int on a socket this process holds open (the rank is connected).
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) == 0 && n > 0 }
+}
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<ToController, proto::FrameError> {
     let len = r.read_u32().await? as usize;
@@ -527,6 +539,7 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<ToController, pro
 }
 
 async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Arc<Config>) {
+    let fd = conn.as_raw_fd();
     let (mut rd, mut wr) = tokio::io::split(conn);
     let refuse = |why: String| {
         crate::say(&format!(
@@ -582,6 +595,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
                 progress: Default::default(),
                 goodbye: None,
                 local_pid,
+                fd,
                 missing_since: None,
                 retrans: BTreeMap::new(),
             },
@@ -603,7 +617,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
     let why = loop {
         match read_frame(&mut rd).await {
             Ok(ToController::Members { hellos }) => {
-                register_members(&state, &config, rank, &tx, hellos, &mut members)
+                register_members(&state, &config, rank, fd, &tx, hellos, &mut members)
             }
             Ok(ToController::NodeHeartbeat { ranks }) => {
                 let mut st = lock(&state);
@@ -891,6 +905,7 @@ fn register_members(
     state: &Shared,
     config: &Config,
     relay: usize,
+    fd: std::os::fd::RawFd,
     tx: &mpsc::UnboundedSender<ToRank>,
     hellos: Vec<Hello>,
     members: &mut Vec<usize>,
@@ -926,6 +941,7 @@ fn register_members(
                 progress: Default::default(),
                 goodbye: None,
                 local_pid: false,
+                fd,
                 missing_since: None,
                 retrans: BTreeMap::new(),
             },
@@ -1213,11 +1229,15 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
         st.deadlines = all.into();
     }
     let mut missing = Vec::new();
+    let mut due = std::mem::take(&mut st.recheck);
     while let Some(&(at, r)) = st.deadlines.front() {
         if now.duration_since(at) <= timeout {
             break;
         }
         st.deadlines.pop_front();
+        due.push(r);
+    }
+    for r in due {
         let Some(rs) = st.ranks.get_mut(&r) else {
             continue;
         };
@@ -1226,6 +1246,12 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
             && rs.missing_since.is_none()
             && now.duration_since(rs.last_heartbeat) > timeout
         {
+            if unread(rs.fd) {
+                // Messages on its connection wait for this controller to read them: judge the
+                // rank once they are read, not before.
+                st.recheck.push(r);
+                continue;
+            }
             rs.missing_since = Some(now);
             missing.push((r, now.duration_since(rs.last_heartbeat)));
         }
