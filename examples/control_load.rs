@@ -349,6 +349,8 @@ async fn sim_inner(
     Ok(())
 }
 
+// The controller is reaped with wait4 (for its rusage), not Child::wait.
+#[allow(clippy::zombie_processes)]
 fn main() {
     let args = Args::parse();
     assert!(args.per_node >= 1 && args.keys >= 1 && args.threads >= 1);
