@@ -426,6 +426,31 @@ mod tests {
     }
 
     #[test]
+    fn scale_messages_round_trip() {
+        for msg in [
+            ToController::Results {
+                op: "all_reduce".into(),
+                size: 8,
+                placement: "inter".into(),
+                ranks: 8,
+                histogram: "AAAA".into(),
+            },
+            ToController::NodeHeartbeat {
+                ranks: vec![(3, Progress::default()), (4, Progress::default())],
+            },
+            ToController::Members { hellos: Vec::new() },
+        ] {
+            let back: ToController = read_frame(&mut &encode(&msg)[..]).unwrap();
+            assert_eq!(back, msg);
+        }
+        // An upload without `ranks` counts one rank.
+        let one: ToController =
+            decode(br#"{"type":"results","op":"x","size":1,"placement":"p","histogram":""}"#)
+                .unwrap();
+        assert!(matches!(one, ToController::Results { ranks: 1, .. }));
+    }
+
+    #[test]
     fn the_schema_knows_every_mechanism() {
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../../results/schema/run.v1.schema.json")).unwrap();
