@@ -62,6 +62,10 @@ pub struct ControllerArgs {
     /// Allow the plan's link faults, which run ip/tc/nft as root on the ranks' hosts.
     #[arg(long)]
     pub allow_privileged: bool,
+    /// The results folder: histograms the ranks upload are merged into DIR/controller_results.json
+    /// (and the fault timeline into DIR/run.json when there is one) [default: rank 0's folder].
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
     /// The job to start and own (e.g. mpirun ... collbench bench ...); without it the controller
     /// waits for ranks started elsewhere and ends when they have all left.
     #[arg(last = true, value_name = "COMMAND")]

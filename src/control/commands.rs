@@ -172,6 +172,10 @@ pub fn run_job(
         launch::run(plan, allow_privileged, &addr, &secret, job).map_err(Failure::CouldNotRun)?;
     launch::print_timeline(&ended.timeline);
     let dir = out_dir.or_else(|| ended.timeline.out_dir.as_ref().map(PathBuf::from));
+    let uploaded = !ended.timeline.results.is_empty();
+    if uploaded {
+        super::results::write(dir.as_deref(), &ended.timeline)?;
+    }
     match &dir {
         Some(d) if d.join("run.json").exists() => {
             if let Err(e) = launch::merge_into_run(d, &ended.timeline, &ended) {
@@ -183,11 +187,11 @@ pub fn run_job(
                 );
             }
         }
-        Some(d) => crate::say(&format!(
+        Some(d) if !uploaded => crate::say(&format!(
             "collbench: no run.json in {} (rank 0 never wrote one); the timeline is only above",
             d.display()
         )),
-        None => {}
+        _ => {}
     }
     outcome(&ended)
 }
@@ -239,7 +243,7 @@ pub fn controller(args: ControllerArgs) -> Result<Outcome, Failure> {
         argv: args.command.clone(),
         env: Vec::new(),
     });
-    run_job(plan, args.allow_privileged, &args.listen, job, None)
+    run_job(plan, args.allow_privileged, &args.listen, job, args.results)
 }
 
 pub fn lease_timer(args: LeaseTimerArgs) -> Result<Outcome, Failure> {

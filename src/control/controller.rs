@@ -14,6 +14,8 @@ use super::proto::{
 };
 use crate::plan::faults::{Fault, FaultKind, FaultPlan, Start, Target};
 
+const ACCEPT_BACKLOG: libc::c_int = 4096;
+
 /// How long a new connection has to present its registration.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -36,6 +38,8 @@ struct RankState {
     /// The controller can signal this pid itself (same kernel, same pid namespace).
     local_pid: bool,
     missing_since: Option<Instant>,
+    /// The control connection's socket (a relay's, for the ranks it speaks for); valid while `tx` is.
+    fd: std::os::fd::RawFd,
     /// Retransmissions per peer address at the last heartbeat.
     retrans: BTreeMap<String, u64>,
 }
@@ -67,7 +71,30 @@ pub struct Timeline {
     /// (pid, parent pid) of the ranks this process can signal, to make sure none outlives the job.
     #[serde(skip)]
     pub local_pids: Vec<(u32, u32)>,
+    /// The ranks' uploaded histograms, merged per (op, size, placement).
+    #[serde(skip)]
+    pub results: Vec<MergedResult>,
+    /// Ranks that ever registered.
+    #[serde(skip)]
+    pub registered: usize,
 }
+
+/// One (op, size, placement) merged over every rank that uploaded it.
+#[derive(Clone, Debug)]
+pub struct MergedResult {
+    pub op: String,
+    pub size: u64,
+    pub placement: String,
+    /// Ranks merged in (a relay's upload counts the ranks it merged).
+    pub ranks: u64,
+    pub uploads: u64,
+    pub hist: crate::metrics::LatencyHistogram,
+}
+
+/// At most this many distinct (op, size, placement) keys are merged (each holds a histogram).
+const MAX_RESULT_KEYS: usize = 1024;
+/// Registrations are logged one by one up to this world size, then in tenths.
+const LOG_EACH_RANK_UP_TO: usize = 256;
 
 struct FaultState {
     fault: Fault,
@@ -104,9 +131,57 @@ struct State {
     /// How long after its revert a detection may still be a fault's: the slowest detector's delay.
     grace: Duration,
     ended: bool,
+    results: BTreeMap<(String, u64, String), MergedResult>,
+    /// Ranks whose missing_since is set.
+    missing: usize,
+    /// Every heartbeat (and registration) as (when, rank), oldest first: the monitor looks only at
+    /// the ones older than the timeout instead of scanning every rank.
+    deadlines: std::collections::VecDeque<(Instant, usize)>,
+    /// Ranks past their deadline whose connection had unread messages: judged again next tick.
+    recheck: Vec<usize>,
+    /// Whether the queue was rebuilt from every rank at the sweep's start.
+    deadlines_from_start: bool,
+    /// The tick sum and count of live ranks (connected, no goodbye), kept as they change.
+    live_ticks: u64,
+    live: usize,
+}
+
+/// A live rank's ticks (connected and no goodbye), for the running tick sum.
+fn live_ticks(r: &RankState) -> Option<u64> {
+    (r.tx.is_some() && r.goodbye.is_none()).then_some(r.progress.ticks)
 }
 
 impl State {
+    /// Applies `f` to `rank`'s state, keeping the live tick sum and count current.
+    fn with_rank<T>(&mut self, rank: usize, f: impl FnOnce(&mut RankState) -> T) -> Option<T> {
+        let r = self.ranks.get_mut(&rank)?;
+        let before = live_ticks(r);
+        let out = f(r);
+        let after = live_ticks(r);
+        self.account(before, after);
+        Some(out)
+    }
+
+    fn account(&mut self, before: Option<u64>, after: Option<u64>) {
+        self.live_ticks = self
+            .live_ticks
+            .wrapping_sub(before.unwrap_or(0))
+            .wrapping_add(after.unwrap_or(0));
+        self.live = self.live + after.is_some() as usize - before.is_some() as usize;
+    }
+
+    /// Registers (or re-registers) a rank, keeping the counters current.
+    fn insert_rank(&mut self, rank: usize, rs: RankState) {
+        let after = live_ticks(&rs);
+        self.deadlines.push_back((rs.last_heartbeat, rank));
+        let replaced = self.ranks.insert(rank, rs);
+        let before = replaced.as_ref().and_then(live_ticks);
+        if replaced.is_some_and(|r| r.missing_since.is_some()) {
+            self.missing -= 1;
+        }
+        self.account(before, after);
+    }
+
     fn since_start(&self, t: Instant) -> f64 {
         self.started
             .map_or(0.0, |s| t.saturating_duration_since(s).as_secs_f64())
@@ -228,14 +303,26 @@ pub enum Listener {
 impl Listener {
     /// Binds `addr`; TCP port 0 picks a free port. Must run inside the runtime.
     pub async fn bind(addr: &proto::Addr) -> std::io::Result<Listener> {
-        match addr {
-            proto::Addr::Tcp(a) => Ok(Listener::Tcp(tokio::net::TcpListener::bind(a).await?)),
+        use std::os::fd::AsRawFd;
+        let l = match addr {
+            proto::Addr::Tcp(a) => Listener::Tcp(tokio::net::TcpListener::bind(a).await?),
             proto::Addr::Unix(p) => {
                 let _ = std::fs::remove_file(p);
                 let l = tokio::net::UnixListener::bind(p)?;
-                Ok(Listener::Unix(l, p.clone()))
+                Listener::Unix(l, p.clone())
             }
+        };
+        let fd = match &l {
+            Listener::Tcp(t) => t.as_raw_fd(),
+            Listener::Unix(u, _) => u.as_raw_fd(),
+        };
+        // A deeper accept queue than the default 128, so thousands of ranks registering at once
+        // are not dropped into SYN retries (the kernel caps it at net.core.somaxconn).
+        // SAFETY: listen again on a socket this listener owns; Linux only resizes the queue.
+        unsafe {
+            libc::listen(fd, ACCEPT_BACKLOG);
         }
+        Ok(l)
     }
 
     /// The address ranks connect to.
@@ -304,6 +391,13 @@ pub async fn run(
         last_probe: None,
         grace: config.plan.stall.max(config.plan.heartbeat_timeout) + Duration::from_secs(1),
         ended: false,
+        results: BTreeMap::new(),
+        missing: 0,
+        deadlines: Default::default(),
+        deadlines_from_start: false,
+        recheck: Vec::new(),
+        live_ticks: 0,
+        live: 0,
     }));
     let config = Arc::new(config);
     let teardown: Arc<dyn Fn() + Send + Sync> = Arc::new(teardown);
@@ -407,6 +501,8 @@ pub async fn run(
         backstop_heal(&f.fault);
     }
     let mut timeline = std::mem::take(&mut st.timeline);
+    timeline.results = std::mem::take(&mut st.results).into_values().collect();
+    timeline.registered = st.ranks.len();
     timeline.local_pids = st
         .ranks
         .values()
@@ -444,8 +540,15 @@ pub async fn run(
 }
 
 /// A control connection on either socket type.
-trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send + std::os::fd::AsRawFd {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::os::fd::AsRawFd> Conn for T {}
+
+/// Whether bytes from the peer wait unread on `fd` (the controller is behind, the rank is not silent).
+fn unread(fd: std::os::fd::RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD into an int on a socket this process holds open (the rank is connected).
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) == 0 && n > 0 }
+}
 
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<ToController, proto::FrameError> {
     let len = r.read_u32().await? as usize;
@@ -458,6 +561,7 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<ToController, pro
 }
 
 async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Arc<Config>) {
+    let fd = conn.as_raw_fd();
     let (mut rd, mut wr) = tokio::io::split(conn);
     let refuse = |why: String| {
         crate::say(&format!(
@@ -485,17 +589,26 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             drop(st);
             return refuse(format!("rank {rank} is already registered"));
         }
-        let (boot, ns) = proto::host_identity();
-        crate::say(&format!(
-            "collbench controller: rank {rank} registered from {} (pid {})",
-            hello.host, hello.pid
-        ));
+        let (boot, ns) = identity();
+        let n = st.ranks.len() + 1;
+        let tenth = (hello.world_size / 10).max(1);
+        if hello.world_size <= LOG_EACH_RANK_UP_TO {
+            crate::say(&format!(
+                "collbench controller: rank {rank} registered from {} (pid {})",
+                hello.host, hello.pid
+            ));
+        } else if n % tenth == 0 || n == hello.world_size {
+            crate::say(&format!(
+                "collbench controller: {n} of {} ranks registered",
+                hello.world_size
+            ));
+        }
         if rank == 0 {
             st.timeline.out_dir = hello.out_dir.clone();
         }
         st.timeline.world_size = Some(hello.world_size);
-        let local_pid = !boot.is_empty() && hello.boot_id == boot && hello.pid_ns == ns;
-        st.ranks.insert(
+        let local_pid = !boot.is_empty() && hello.boot_id == *boot && hello.pid_ns == *ns;
+        st.insert_rank(
             rank,
             RankState {
                 hello,
@@ -504,6 +617,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
                 progress: Default::default(),
                 goodbye: None,
                 local_pid,
+                fd,
                 missing_since: None,
                 retrans: BTreeMap::new(),
             },
@@ -520,8 +634,22 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             }
         }
     });
+    // Ranks of this node a relay registered on this connection.
+    let mut members: Vec<usize> = Vec::new();
     let why = loop {
         match read_frame(&mut rd).await {
+            Ok(ToController::Members { hellos }) => {
+                register_members(&state, &config, rank, fd, &tx, hellos, &mut members)
+            }
+            Ok(ToController::NodeHeartbeat { ranks }) => {
+                let mut st = lock(&state);
+                let now = Instant::now();
+                for (r, progress) in ranks {
+                    if r == rank || members.binary_search(&r).is_ok() {
+                        heartbeat(&mut st, r, progress, Vec::new(), now);
+                    }
+                }
+            }
             Ok(msg) => {
                 if let Some(done) = on_message(&state, rank, msg) {
                     break done;
@@ -533,9 +661,15 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
     writer.abort();
     let mut st = lock(&state);
     let said = st.ranks.get(&rank).and_then(|r| r.goodbye.clone());
-    if let Some(r) = st.ranks.get_mut(&rank) {
-        r.tx = None;
+    for &m in &members {
+        st.with_rank(m, |r| {
+            r.tx = None;
+            if r.goodbye.is_none() {
+                r.goodbye.clone_from(&said);
+            }
+        });
     }
+    st.with_rank(rank, |r| r.tx = None);
     match (why, said) {
         (Ok(()), _) | (_, Some(_)) => {}
         (Err(proto::FrameError::Io(_)), None) if !st.ended => {
@@ -555,48 +689,91 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
     }
 }
 
+/// This host's identity, read once.
+fn identity() -> &'static (String, String) {
+    static ID: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    ID.get_or_init(proto::host_identity)
+}
+
+/// Merges one uploaded histogram into its key (decoded before the lock is taken).
+fn on_results(
+    state: &Shared,
+    rank: usize,
+    key: (String, u64, String),
+    ranks: u64,
+    histogram: &str,
+) {
+    use base64::Engine;
+    let bytes = match base64::engine::general_purpose::STANDARD.decode(histogram) {
+        Ok(b) => b,
+        Err(e) => {
+            return crate::say(&format!(
+                "collbench controller: rank {rank}'s results for {} {} B are not base64: {e}",
+                key.0, key.1
+            ))
+        }
+    };
+    let mut st = lock(state);
+    let keys = st.results.len();
+    let entry = match st.results.entry(key) {
+        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::btree_map::Entry::Vacant(v) if keys < MAX_RESULT_KEYS => {
+            let (op, size, placement) = v.key().clone();
+            v.insert(MergedResult {
+                op,
+                size,
+                placement,
+                ranks: 0,
+                uploads: 0,
+                hist: Default::default(),
+            })
+        }
+        std::collections::btree_map::Entry::Vacant(v) => {
+            return crate::say(&format!(
+                "collbench controller: rank {rank}'s results for {} {} B dropped: over {MAX_RESULT_KEYS} (op, size, placement) keys",
+                v.key().0,
+                v.key().1
+            ))
+        }
+    };
+    match entry.hist.merge_bytes(&bytes) {
+        Ok(()) => {
+            entry.ranks += ranks;
+            entry.uploads += 1;
+        }
+        Err(e) => crate::say(&format!(
+            "collbench controller: rank {rank}'s results for {} {} B do not merge: {e}",
+            entry.op, entry.size
+        )),
+    }
+}
+
 /// Handles one message; Some(Ok) when the rank said goodbye.
 fn on_message(
     state: &Shared,
     rank: usize,
     msg: ToController,
 ) -> Option<Result<(), proto::FrameError>> {
+    if let ToController::Results {
+        op,
+        size,
+        placement,
+        ranks,
+        histogram,
+    } = msg
+    {
+        on_results(state, rank, (op, size, placement), ranks, &histogram);
+        return None;
+    }
     let mut st = lock(state);
     let now = Instant::now();
     match msg {
-        ToController::Hello(_) => {}
+        ToController::Hello(_)
+        | ToController::Results { .. }
+        | ToController::Members { .. }
+        | ToController::NodeHeartbeat { .. } => {}
         ToController::Heartbeat { progress, retrans } => {
-            let (recovered, deltas) = {
-                let r = st.ranks.get_mut(&rank)?;
-                r.last_heartbeat = now;
-                r.progress = progress;
-                let mut deltas = Vec::new();
-                for (peer, total) in retrans.into_iter().take(4096) {
-                    let before = r.retrans.insert(peer.clone(), total);
-                    // A peer seen for the first time counts from here, not from its whole history.
-                    if let Some(b) = before {
-                        if total > b {
-                            deltas.push((peer, total - b));
-                        }
-                    }
-                }
-                (r.missing_since.take(), deltas)
-            };
-            if !deltas.is_empty() {
-                note_retransmits(&mut st, rank, deltas, now);
-            }
-            if let Some(since) = recovered {
-                let host = st.ranks[&rank].hello.host.clone();
-                crate::say(&format!(
-                    "collbench controller: {:7.3}s rank {rank} on {host} is back after {:.2}s without heartbeats",
-                    st.since_start(now),
-                    now.duration_since(since).as_secs_f64()
-                ));
-                if st.ranks.values().all(|r| r.missing_since.is_none()) && !st.stalled {
-                    st.lost_since = None;
-                    st.note_recovery(now);
-                }
-            }
+            heartbeat(&mut st, rank, progress, retrans, now)?;
         }
         ToController::SweepStarted { unix_s } => {
             if st.started.is_none() {
@@ -690,9 +867,7 @@ fn on_message(
             finish_probe(&mut st, now);
         }
         ToController::Goodbye { reason } => {
-            if let Some(r) = st.ranks.get_mut(&rank) {
-                r.goodbye = Some(reason.clone());
-            }
+            st.with_rank(rank, |r| r.goodbye = Some(reason.clone()));
             if reason.starts_with("exit fault") {
                 st.detect(Some(rank), Mechanism::EarlyExit, reason, true);
             }
@@ -700,6 +875,102 @@ fn on_message(
         }
     }
     None
+}
+
+/// One rank's heartbeat: progress, recovery from a missed heartbeat, retransmissions.
+fn heartbeat(
+    st: &mut State,
+    rank: usize,
+    progress: proto::Progress,
+    retrans: Vec<(String, u64)>,
+    now: Instant,
+) -> Option<()> {
+    let (recovered, deltas) = st.with_rank(rank, |r| {
+        r.last_heartbeat = now;
+        r.progress = progress;
+        let mut deltas = Vec::new();
+        for (peer, total) in retrans.into_iter().take(4096) {
+            let before = r.retrans.insert(peer.clone(), total);
+            // A peer seen for the first time counts from here, not from its whole history.
+            if let Some(b) = before {
+                if total > b {
+                    deltas.push((peer, total - b));
+                }
+            }
+        }
+        (r.missing_since.take(), deltas)
+    })?;
+    st.deadlines.push_back((now, rank));
+    if recovered.is_some() {
+        st.missing -= 1;
+    }
+    if !deltas.is_empty() {
+        note_retransmits(st, rank, deltas, now);
+    }
+    if let Some(since) = recovered {
+        let host = st.ranks[&rank].hello.host.clone();
+        crate::say(&format!(
+            "collbench controller: {:7.3}s rank {rank} on {host} is back after {:.2}s without heartbeats",
+            st.since_start(now),
+            now.duration_since(since).as_secs_f64()
+        ));
+        if st.missing == 0 && !st.stalled {
+            st.lost_since = None;
+            st.note_recovery(now);
+        }
+    }
+    Some(())
+}
+
+/// Registers the ranks a node relay speaks for on its connection (each with the run's secret).
+fn register_members(
+    state: &Shared,
+    config: &Config,
+    relay: usize,
+    fd: std::os::fd::RawFd,
+    tx: &mpsc::UnboundedSender<ToRank>,
+    hellos: Vec<Hello>,
+    members: &mut Vec<usize>,
+) {
+    let mut st = lock(state);
+    for hello in hellos.into_iter().take(4096) {
+        let rank = hello.rank;
+        if !proto::secret_matches(&hello.secret, &config.secret) {
+            st.timeline.refused += 1;
+            crate::say(&format!(
+                "collbench controller: relay rank {relay} presented a wrong secret for rank {rank}"
+            ));
+            continue;
+        }
+        if st.ranks.get(&rank).is_some_and(|r| r.tx.is_some()) {
+            st.timeline.refused += 1;
+            continue;
+        }
+        let n = st.ranks.len() + 1;
+        let tenth = (hello.world_size / 10).max(1);
+        if n % tenth == 0 || n == hello.world_size {
+            crate::say(&format!(
+                "collbench controller: {n} of {} ranks registered",
+                hello.world_size
+            ));
+        }
+        st.insert_rank(
+            rank,
+            RankState {
+                hello,
+                tx: Some(tx.clone()),
+                last_heartbeat: Instant::now(),
+                progress: Default::default(),
+                goodbye: None,
+                local_pid: false,
+                fd,
+                missing_since: None,
+                retrans: BTreeMap::new(),
+            },
+        );
+        members.push(rank);
+    }
+    members.sort_unstable();
 }
 
 /// Sends the point-armed faults that concern `rank` as soon as it registers.
@@ -925,7 +1196,18 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
         return;
     }
     let now = Instant::now();
-    let Some(started) = st.started else { return };
+    let Some(started) = st.started else {
+        // Rebuilt at the start; until then only the recent part is kept.
+        let timeout = config.plan.heartbeat_timeout;
+        while st
+            .deadlines
+            .front()
+            .is_some_and(|&(at, _)| now.duration_since(at) > timeout)
+        {
+            st.deadlines.pop_front();
+        }
+        return;
+    };
     for i in 0..st.faults.len() {
         let fs = &st.faults[i];
         if fs.applied_at.is_none() && !fs.done && !fs.armed {
@@ -943,17 +1225,46 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
     finish_probe(&mut st, now);
     // Heartbeats.
     let timeout = config.plan.heartbeat_timeout;
+    if !st.deadlines_from_start {
+        // Heartbeats before the start are not judged; from here on, each rank's latest counts.
+        st.deadlines_from_start = true;
+        let mut all: Vec<(Instant, usize)> = st
+            .ranks
+            .iter()
+            .map(|(&r, rs)| (rs.last_heartbeat, r))
+            .collect();
+        all.sort_unstable();
+        st.deadlines = all.into();
+    }
     let mut missing = Vec::new();
-    for (&r, rs) in st.ranks.iter_mut() {
+    let mut due = std::mem::take(&mut st.recheck);
+    while let Some(&(at, r)) = st.deadlines.front() {
+        if now.duration_since(at) <= timeout {
+            break;
+        }
+        st.deadlines.pop_front();
+        due.push(r);
+    }
+    for r in due {
+        let Some(rs) = st.ranks.get_mut(&r) else {
+            continue;
+        };
         if rs.tx.is_some()
             && rs.goodbye.is_none()
             && rs.missing_since.is_none()
             && now.duration_since(rs.last_heartbeat) > timeout
         {
+            if unread(rs.fd) {
+                // Messages on its connection wait for this controller to read them: judge the
+                // rank once they are read, not before.
+                st.recheck.push(r);
+                continue;
+            }
             rs.missing_since = Some(now);
             missing.push((r, now.duration_since(rs.last_heartbeat)));
         }
     }
+    st.missing += missing.len();
     for (r, gap) in missing {
         st.detect(
             Some(r),
@@ -967,12 +1278,7 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
         );
     }
     // Progress: the sum of every live rank's calls must keep moving.
-    let live: Vec<&RankState> = st
-        .ranks
-        .values()
-        .filter(|r| r.tx.is_some() && r.goodbye.is_none())
-        .collect();
-    let total: u64 = live.iter().map(|r| r.progress.ticks).sum();
+    let total = st.live_ticks;
     if total != st.ticks.0 {
         st.ticks = (total, now);
         if st.stalled {
@@ -981,13 +1287,12 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
                 "collbench controller: {:7.3}s progress resumed",
                 st.since_start(now)
             ));
-            if st.ranks.values().all(|r| r.missing_since.is_none()) {
+            if st.missing == 0 {
                 st.lost_since = None;
                 st.note_recovery(now);
             }
         }
-    } else if !st.stalled && !live.is_empty() && now.duration_since(st.ticks.1) > config.plan.stall
-    {
+    } else if !st.stalled && st.live > 0 && now.duration_since(st.ticks.1) > config.plan.stall {
         st.stalled = true;
         let (rank, detail, known) = stall_culprit(&st, now.duration_since(st.ticks.1));
         st.detect(rank, Mechanism::ProgressStall, detail.clone(), true);

@@ -92,6 +92,7 @@ pub fn run(
     secret: &RunSecret,
     job: Option<Job>,
 ) -> Result<Ended, String> {
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,6 +189,21 @@ pub fn run(
             signal,
         })
     })
+}
+
+/// One descriptor per rank connection: the soft open-files limit goes up to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn alive(pid: u32) -> bool {

@@ -9,3 +9,4 @@ pub mod hooks;
 pub mod launch;
 pub mod link;
 pub mod proto;
+pub mod results;

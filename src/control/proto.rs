@@ -154,10 +154,33 @@ pub enum ToController {
     ProbeResult {
         loss: Vec<(String, f64)>,
     },
+    /// One (op, size, placement)'s latency histogram (`LatencyHistogram::to_bytes`, base64), for the
+    /// controller to merge; `ranks` is how many ranks it already merges (a node's relay sends >1).
+    Results {
+        op: String,
+        size: u64,
+        placement: String,
+        #[serde(default = "one")]
+        ranks: u64,
+        histogram: String,
+    },
+    /// A node relay (its first local rank) registers the node's other ranks on its own connection;
+    /// each must present the run's secret. Heartbeats and results for them then come in one message.
+    Members {
+        hellos: Vec<Hello>,
+    },
+    /// Heartbeats of several ranks of the relay's node (the relay's own included), one message.
+    NodeHeartbeat {
+        ranks: Vec<(usize, Progress)>,
+    },
     /// The rank is done; nothing more follows.
     Goodbye {
         reason: String,
     },
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// What an agent is told to do: typed values only.
@@ -421,6 +444,31 @@ mod tests {
             read_frame::<ToController>(&mut &junk[..]),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn scale_messages_round_trip() {
+        for msg in [
+            ToController::Results {
+                op: "all_reduce".into(),
+                size: 8,
+                placement: "inter".into(),
+                ranks: 8,
+                histogram: "AAAA".into(),
+            },
+            ToController::NodeHeartbeat {
+                ranks: vec![(3, Progress::default()), (4, Progress::default())],
+            },
+            ToController::Members { hellos: Vec::new() },
+        ] {
+            let back: ToController = read_frame(&mut &encode(&msg)[..]).unwrap();
+            assert_eq!(back, msg);
+        }
+        // An upload without `ranks` counts one rank.
+        let one: ToController =
+            decode(br#"{"type":"results","op":"x","size":1,"placement":"p","histogram":""}"#)
+                .unwrap();
+        assert!(matches!(one, ToController::Results { ranks: 1, .. }));
     }
 
     #[test]

@@ -8,6 +8,23 @@ use serde::Serialize;
 /// Latencies above this (1000 s) are recorded as this value and counted as clamped.
 pub const HIGHEST_TRACKABLE_NS: u64 = 1_000_000_000_000;
 const SIGNIFICANT_DIGITS: u8 = 3;
+/// HdrHistogram's V2 encoding: cookie, payload length, offset, digits, lowest, highest, ratio.
+const V2_COOKIE: u32 = 0x1c84_9303 | 0x10;
+const V2_HEADER: usize = 40;
+/// 2^10 = half of the 2048 sub-buckets that 3 significant digits need.
+const HALF_MAGNITUDE: u32 = 10;
+
+/// The lowest value of counts slot `index` in our layout (lowest 1, 3 digits).
+fn value_at_index(index: u64) -> u64 {
+    let half = 1u64 << HALF_MAGNITUDE;
+    let bucket = (index >> HALF_MAGNITUDE) as i64 - 1;
+    let sub = (index & (half - 1)) + half;
+    if bucket < 0 {
+        sub - half
+    } else {
+        sub << bucket
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistogramError {
@@ -113,6 +130,75 @@ impl LatencyHistogram {
         Ok(h)
     }
 
+    /// Adds the samples of `to_bytes` output without building a histogram: the V2 payload's run-length
+    /// counts go straight into this layout (the controller merges one upload per rank and size this way).
+    /// Bytes from another layout take the general path.
+    pub fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), HistogramError> {
+        if bytes.len() < 8 + V2_HEADER {
+            return Err(HistogramError::Truncated(bytes.len()));
+        }
+        let be32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let be64 = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let payload = &bytes[8 + V2_HEADER..];
+        let ours = be32(8) == V2_COOKIE
+            && be32(12) as usize == payload.len()
+            && be32(16) == 0
+            && be32(20) == SIGNIFICANT_DIGITS as u32
+            && be64(24) == 1
+            && be64(32) == HIGHEST_TRACKABLE_NS
+            && f64::from_bits(be64(40)) == 1.0;
+        if !ours {
+            return self.merge(&LatencyHistogram::from_bytes(bytes)?);
+        }
+        let clamped = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        // Decode into a list first so a corrupt payload adds nothing.
+        let mut counts: Vec<(u64, u64)> = Vec::new();
+        let (mut at, mut index) = (0usize, 0u64);
+        let slots = self.hist.distinct_values() as u64;
+        while at < payload.len() {
+            let mut v = 0u64;
+            let mut shift = 0;
+            loop {
+                let Some(&b) = payload.get(at) else {
+                    return Err(HistogramError::Decode(
+                        "varint runs past the payload".into(),
+                    ));
+                };
+                at += 1;
+                if shift == 56 {
+                    v |= (b as u64) << 56;
+                    break;
+                }
+                v |= ((b & 0x7f) as u64) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+            }
+            let n = ((v >> 1) as i64) ^ -((v & 1) as i64);
+            if n < 0 {
+                index = index.saturating_add(n.unsigned_abs());
+            } else {
+                if n > 0 {
+                    if index >= slots {
+                        return Err(HistogramError::Decode(format!(
+                            "count at index {index} beyond {slots}"
+                        )));
+                    }
+                    counts.push((index, n as u64));
+                }
+                index += 1;
+            }
+        }
+        for (i, n) in counts {
+            self.hist
+                .record_n(value_at_index(i), n)
+                .map_err(|e| HistogramError::Merge(format!("{e:?}")))?;
+        }
+        self.clamped += clamped;
+        Ok(())
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let us = |ns: f64| ns / 1000.0;
         if self.hist.is_empty() {
@@ -198,6 +284,39 @@ mod tests {
         assert!((s.p99_us - 990.0).abs() <= 1.0, "{s:?}");
         assert_eq!(s.min_us, 1.0);
         assert!((s.max_us - 1000.0).abs() <= 1.0);
+    }
+
+    #[test]
+    fn merging_bytes_directly_equals_decoding() {
+        let mut seed = 11;
+        let mut direct = LatencyHistogram::new();
+        let mut decoded = LatencyHistogram::new();
+        for scale in [1u64, 1000, 1_000_000, 10_000_000_000] {
+            let mut h = LatencyHistogram::new();
+            for _ in 0..3000 {
+                h.record(1 + lcg(&mut seed) % (50 * scale));
+            }
+            h.record(u64::MAX);
+            h.record(1);
+            h.record(2047);
+            h.record(2048);
+            let bytes = h.to_bytes();
+            direct.merge_bytes(&bytes).unwrap();
+            decoded
+                .merge(&LatencyHistogram::from_bytes(&bytes).unwrap())
+                .unwrap();
+        }
+        assert_eq!(direct.inner(), decoded.inner());
+        assert_eq!(direct.clamped(), 4);
+        assert_eq!(direct.summary(), decoded.summary());
+        let good = LatencyHistogram::new().to_bytes();
+        let mut bad = good.clone();
+        bad.extend_from_slice(&[0x02, 0xff]);
+        let len = (bad.len() - 8 - V2_HEADER) as u32;
+        bad[12..16].copy_from_slice(&len.to_be_bytes());
+        assert!(direct.merge_bytes(&bad).is_err());
+        assert!(direct.merge_bytes(&good[..20]).is_err());
+        assert_eq!(direct.inner(), decoded.inner());
     }
 
     #[test]

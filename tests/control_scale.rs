@@ -1,0 +1,263 @@
+//! The controller at small scale, correctness only: 200 simulated ranks (150 on their own
+//! connections, 50 through 10 node relays) register with the real `collbench controller`, heartbeat,
+//! upload histograms and leave; every rank is registered, every result merged exactly, and the two
+//! ranks that stop heartbeating (one direct, one relayed) are the ones named by missed_heartbeat.
+//! The timed version for 1k-100k ranks is `examples/control_load.rs`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use collbench::control::proto::{self, Hello, Progress, ToController, ToRank};
+use collbench::metrics::LatencyHistogram;
+
+const RANKS: usize = 200;
+const DIRECT: usize = 150;
+const PER_RELAY: usize = 5;
+const SILENT_DIRECT: usize = 77;
+const SILENT_RELAYED: usize = 163;
+const KEYS: [(&str, u64); 3] = [
+    ("all_reduce", 8),
+    ("all_reduce", 1 << 20),
+    ("all_gather", 4096),
+];
+
+fn hello(secret: &str, rank: usize) -> Hello {
+    Hello {
+        secret: secret.into(),
+        rank,
+        world_size: RANKS,
+        host: format!(
+            "sim-{}",
+            if rank < DIRECT {
+                rank
+            } else {
+                rank / PER_RELAY
+            }
+        ),
+        local_rank: 0,
+        pid: std::process::id(),
+        ppid: 0,
+        device: None,
+        boot_id: "simulated".into(),
+        pid_ns: "simulated".into(),
+        out_dir: None,
+        addrs: Vec::new(),
+    }
+}
+
+/// Rank r's histogram for key k: 100 + r samples, deterministic.
+fn histogram(r: usize, k: usize) -> LatencyHistogram {
+    let mut h = LatencyHistogram::new();
+    for i in 0..(100 + r as u64) {
+        h.record(1_000 * (k as u64 + 1) + (i * 7919 + r as u64 * 104_729) % 500_000);
+    }
+    h
+}
+
+fn b64(h: &LatencyHistogram) -> String {
+    base64::engine::general_purpose::STANDARD.encode(h.to_bytes())
+}
+
+fn progress(ticks: u64) -> Progress {
+    Progress {
+        ticks,
+        activity: "timed loop".into(),
+        op: Some("all_reduce".into()),
+        size: Some(8),
+        iteration: ticks,
+    }
+}
+
+#[test]
+fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = tmp.path().join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"2s\"\nstall = \"600s\"\nabort_after = \"600s\"\n",
+    )
+    .unwrap();
+    let results = tmp.path().join("results");
+    let mut child = Command::new(common::exe())
+        .args(["controller", "--plan"])
+        .arg(&plan)
+        .args(["--listen", "127.0.0.1:0", "--results"])
+        .arg(&results)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let said = said.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                said.lock().unwrap().push(line);
+            }
+        })
+    };
+    let find = |pat: &str| -> Option<String> {
+        said.lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(pat))
+            .cloned()
+    };
+    common::wait_for("the controller to listen", Duration::from_secs(20), || {
+        find("COLLBENCH_SECRET_FILE=").is_some()
+    });
+    let line = find("COLLBENCH_SECRET_FILE=").unwrap();
+    let addr = line
+        .split("COLLBENCH_CONTROLLER=")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let secret_file = line
+        .split("COLLBENCH_SECRET_FILE=")
+        .nth(1)
+        .and_then(|x| x.split_whitespace().next())
+        .unwrap();
+    let secret = std::fs::read_to_string(secret_file)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // Connections: (first rank, members it relays).
+    let mut conns: Vec<(usize, Vec<usize>, TcpStream)> = Vec::new();
+    let shapes = (0..DIRECT).map(|r| (r, Vec::new())).chain(
+        (DIRECT..RANKS)
+            .step_by(PER_RELAY)
+            .map(|r| (r, (r + 1..r + PER_RELAY).collect())),
+    );
+    for (first, members) in shapes {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        proto::write_frame(&mut s, &ToController::Hello(hello(&secret, first))).unwrap();
+        if !members.is_empty() {
+            let hellos = members.iter().map(|&r| hello(&secret, r)).collect();
+            proto::write_frame(&mut s, &ToController::Members { hellos }).unwrap();
+        }
+        let welcome: ToRank = proto::read_frame(&mut s).unwrap();
+        assert!(matches!(welcome, ToRank::Welcome { .. }), "{welcome:?}");
+        conns.push((first, members, s));
+    }
+    assert_eq!(conns.len(), DIRECT + (RANKS - DIRECT) / PER_RELAY);
+    proto::write_frame(&mut conns[0].2, &ToController::SweepStarted { unix_s: 0.0 }).unwrap();
+
+    // Heartbeats from everyone but the two silent ranks until both are named (bounded wait).
+    let t0 = Instant::now();
+    let mut ticks = 0;
+    let named = |r: usize| find(&format!("detected missed_heartbeat (rank {r} "));
+    while named(SILENT_DIRECT).is_none() || named(SILENT_RELAYED).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the silent ranks were not named: {:#?}",
+            said.lock().unwrap()
+        );
+        ticks += 1;
+        for (first, members, s) in &mut conns {
+            let msg = if members.is_empty() {
+                if *first == SILENT_DIRECT {
+                    continue;
+                }
+                ToController::Heartbeat {
+                    progress: progress(ticks),
+                    retrans: Vec::new(),
+                }
+            } else {
+                ToController::NodeHeartbeat {
+                    ranks: std::iter::once(*first)
+                        .chain(members.iter().copied())
+                        .filter(|&r| r != SILENT_RELAYED)
+                        .map(|r| (r, progress(ticks)))
+                        .collect(),
+                }
+            };
+            proto::write_frame(s, &msg).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Uploads: per rank and key (a relay sends its node merged), then goodbye.
+    for (first, members, s) in &mut conns {
+        for (k, (op, size)) in KEYS.iter().enumerate() {
+            let mut h = histogram(*first, k);
+            for &m in members.iter() {
+                h.merge(&histogram(m, k)).unwrap();
+            }
+            proto::write_frame(
+                s,
+                &ToController::Results {
+                    op: op.to_string(),
+                    size: *size,
+                    placement: "inter".into(),
+                    ranks: 1 + members.len() as u64,
+                    histogram: b64(&h),
+                },
+            )
+            .unwrap();
+        }
+        proto::write_frame(
+            s,
+            &ToController::Goodbye {
+                reason: "complete".into(),
+            },
+        )
+        .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let said = said.lock().unwrap().join("\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{said}");
+    let detected: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("detected missed_heartbeat"))
+        .collect();
+    assert_eq!(
+        detected.len(),
+        2,
+        "only the silent ranks are named: {detected:#?}"
+    );
+
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("controller_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["registered_ranks"], RANKS);
+    let rows = doc["results"].as_array().unwrap();
+    assert_eq!(rows.len(), KEYS.len(), "{doc:#}");
+    for (k, (op, size)) in KEYS.iter().enumerate() {
+        let mut expected = LatencyHistogram::new();
+        for r in 0..RANKS {
+            expected.merge(&histogram(r, k)).unwrap();
+        }
+        let row = rows
+            .iter()
+            .find(|r| r["op"] == *op && r["size_bytes"] == *size)
+            .unwrap_or_else(|| panic!("no row for {op} {size}: {doc:#}"));
+        assert_eq!(row["ranks"], RANKS as u64);
+        assert_eq!(row["uploads"], conns.len() as u64);
+        let merged = base64::engine::general_purpose::STANDARD
+            .decode(row["histogram"].as_str().unwrap())
+            .unwrap();
+        let merged = LatencyHistogram::from_bytes(&merged).unwrap();
+        assert_eq!(merged.inner(), expected.inner(), "{op} {size}");
+        let want = expected.summary();
+        let got = &row["latency"];
+        assert_eq!(got["samples"], want.samples);
+        for (name, v) in [
+            ("p50_us", want.p50_us),
+            ("p99_us", want.p99_us),
+            ("max_us", want.max_us),
+        ] {
+            assert_eq!(got[name].as_f64(), Some(v), "{op} {size} {name}");
+        }
+    }
+}
