@@ -99,4 +99,9 @@ pub trait Backend {
     fn separate_marked_loop(&self) -> bool {
         false
     }
+    /// Whether each call needs its own start mark (something happens between calls that must stay
+    /// outside the samples); otherwise one call's end mark is the next one's start.
+    fn marks_each_start(&self) -> bool {
+        false
+    }
 }

@@ -129,4 +129,8 @@ impl Backend for FaultyBackend<'_> {
     fn separate_marked_loop(&self) -> bool {
         self.inner.separate_marked_loop()
     }
+    /// A slow fault sleeps between calls; the sleep must stay out of this rank's samples.
+    fn marks_each_start(&self) -> bool {
+        true
+    }
 }

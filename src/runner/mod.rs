@@ -194,7 +194,7 @@ fn measure<B: Backend + ?Sized>(
             backend.launch()?;
             watchdog.tick(i as u64);
         }
-    } else {
+    } else if slow.is_some() || backend.marks_each_start() {
         for i in 0..iters {
             if let Some(d) = slow {
                 std::thread::sleep(d);
@@ -204,9 +204,18 @@ fn measure<B: Backend + ?Sized>(
             backend.mark(2 * i + 1);
             watchdog.tick(i as u64);
         }
+    } else {
+        // One clock read per iteration: each call's end mark is the next one's start.
+        backend.mark(0);
+        for i in 0..iters {
+            backend.launch()?;
+            backend.mark(i + 1);
+            watchdog.tick(i as u64);
+        }
     }
     backend.synchronize()?;
     let t1 = crate::backend::now_ns();
+    let chained = !separate && slow.is_none() && !backend.marks_each_start();
     if separate {
         watchdog.arm("per-iteration loop", point);
         backend.begin_phase(Phase::Marked);
@@ -223,7 +232,11 @@ fn measure<B: Backend + ?Sized>(
     }
     watchdog.disarm();
     for (i, s) in samples.iter_mut().enumerate() {
-        *s = backend.elapsed_ns(2 * i, 2 * i + 1);
+        *s = if chained {
+            backend.elapsed_ns(i, i + 1)
+        } else {
+            backend.elapsed_ns(2 * i, 2 * i + 1)
+        };
     }
     Ok(RankMeasurement {
         batched_ns: (t1 - t0) / iters as u64,
