@@ -811,6 +811,11 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     }
     let code = bootstrap::local::run(&argv, &env)
         .map_err(|e| could_not_run(format!("starting {}: {e}", args.mpirun.display())))?;
+    job_exit(code)
+}
+
+/// The outcome of a job of `collbench bench` ranks from its launcher's exit status.
+pub fn job_exit(code: i32) -> Result<Outcome, Failure> {
     match code {
         0 => Ok(Outcome::Success),
         1 => Ok(Outcome::TestFailed(
@@ -820,7 +825,7 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
             "a rank refused its arguments (see above)".into(),
         )),
         c => Err(Failure::CouldNotRun(format!(
-            "mpirun exited with status {c} (see above)"
+            "the job's launcher exited with status {c} (see above)"
         ))),
     }
 }

@@ -375,9 +375,12 @@ fn handle(shared: &Arc<Shared>, msg: ToRank) {
 pub fn reached(shared: &Arc<Shared>, op: &str, size_matches: impl Fn(u64) -> bool, iteration: u64) {
     let due: Vec<ArmedPoint> = {
         let mut points = shared.points.lock().unwrap_or_else(|e| e.into_inner());
-        let (due, rest): (Vec<ArmedPoint>, Vec<ArmedPoint>) = points
-            .drain(..)
-            .partition(|p| p.op == op && p.iteration == iteration && size_matches(p.size));
+        let hit = |p: &ArmedPoint| p.op == op && p.iteration == iteration && size_matches(p.size);
+        // Called on every timed iteration while armed: allocate only when a point is reached.
+        if !points.iter().any(hit) {
+            return;
+        }
+        let (due, rest): (Vec<ArmedPoint>, Vec<ArmedPoint>) = points.drain(..).partition(hit);
         *points = rest;
         shared.armed.store(!points.is_empty(), Ordering::Release);
         due
@@ -815,7 +818,7 @@ pub fn host_addrs() -> Vec<(String, String)> {
 }
 
 /// The link fault a spec names, every value validated again here; flaps return their period.
-fn link_fault(spec: &LinkSpec) -> Result<(link::Fault, Option<Duration>), String> {
+pub fn link_fault(spec: &LinkSpec) -> Result<(link::Fault, Option<Duration>), String> {
     let e = |x: link::LinkError| x.to_string();
     let iface = match (&spec.iface, spec.kind.as_str()) {
         (Some(i), _) => IfaceName::parse(i).map_err(e)?,

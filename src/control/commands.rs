@@ -115,37 +115,16 @@ pub fn check_privilege(plan: &FaultPlan, allowed: bool, flag: &str) -> Result<()
     Ok(())
 }
 
+/// The commands a link fault on `iface` runs here, from the same conversion the agent uses.
 fn link_preview(f: &faults::Fault, iface: &str) -> String {
-    let Ok(iface) = link::IfaceName::parse(iface) else {
-        return "invalid interface".into();
-    };
-    let fault = match f.kind.name() {
-        "down" | "flap" => link::Fault::Down { iface },
-        "loss" => match link::Percent::parse(&f.loss_percent.unwrap_or(0.0).to_string()) {
-            Ok(percent) => link::Fault::Loss {
-                iface,
-                percent,
-                seed: None,
-            },
-            Err(e) => return e.to_string(),
-        },
-        "rate" => match link::BitRate::parse(&format!("{}bit", f.rate_bps.unwrap_or(0))) {
-            Ok(rate) => link::Fault::Rate {
-                iface,
-                rate,
-                burst: None,
-            },
-            Err(e) => return e.to_string(),
-        },
-        "delay" => link::Fault::Delay {
-            iface,
-            delay: f.delay.unwrap_or_default(),
-            jitter: None,
-        },
-        _ => return "nft drop rules".into(),
-    };
-    let lease = link::Lease::new(fault, link::Where::Local);
-    format!("`{}`, reverted by `{}`", lease.apply, lease.revert)
+    let spec = super::proto::LinkSpec::of(f, Some(iface.to_string()), Vec::new());
+    match super::agent::link_fault(&spec) {
+        Ok((fault, _)) => {
+            let lease = link::Lease::new(fault, link::Where::Local);
+            format!("`{}`, reverted by `{}`", lease.apply, lease.revert)
+        }
+        Err(e) => e,
+    }
 }
 
 /// Runs `job` under a controller for `plan`, then writes the timeline into the results folder
@@ -223,16 +202,8 @@ fn outcome(ended: &Ended) -> Result<Outcome, Failure> {
         Some(c) if c != 0 && !ended.timeline.all_completed => Err(Failure::CouldNotRun(format!(
             "the job did not run to its end (status {c}){first}; see the fault timeline above"
         ))),
-        Some(0) | None => Ok(Outcome::Success),
-        Some(1) => Ok(Outcome::TestFailed(
-            "a rank reported a failed test (wrong results or a failed verdict; see above)".into(),
-        )),
-        Some(2) => Err(Failure::BadInput(
-            "a rank refused its arguments (see above)".into(),
-        )),
-        Some(c) => Err(Failure::CouldNotRun(format!(
-            "the job exited with status {c} (see the fault timeline above)"
-        ))),
+        Some(c) => crate::job_exit(c),
+        None => Ok(Outcome::Success),
     }
 }
 

@@ -1038,21 +1038,13 @@ fn action_for(st: &State, f: &Fault, config: &Config) -> Option<Action> {
             delay_ns: f.delay.map_or(1_000_000, |d| d.as_nanos() as u64),
         },
         _ if !config.allow_privileged => return None,
-        kind => {
+        _ => {
             let (iface, peers) = match &f.target {
                 Target::Link { iface, .. } => (Some(iface.clone()), Vec::new()),
                 Target::Pair(_, b) => (None, addrs_where(st, |h| h == b)),
                 _ => (None, Vec::new()),
             };
-            Action::Link(LinkSpec {
-                kind: kind.name().to_string(),
-                iface,
-                loss_hundredths: f.loss_percent.map(|p| (p * 100.0).round() as u32),
-                rate_bps: f.rate_bps,
-                peers,
-                delay_us: f.delay.map(|d| d.as_micros() as u64),
-                period_ms: f.period.map(|d| d.as_millis() as u64),
-            })
+            Action::Link(LinkSpec::of(f, iface, peers))
         }
     })
 }

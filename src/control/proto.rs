@@ -217,6 +217,21 @@ pub struct LinkSpec {
     pub period_ms: Option<u64>,
 }
 
+impl LinkSpec {
+    /// The wire form of a plan's link fault on `iface` (or towards `peers` for a partition).
+    pub fn of(f: &Fault, iface: Option<String>, peers: Vec<String>) -> LinkSpec {
+        LinkSpec {
+            kind: f.kind.name().to_string(),
+            iface,
+            loss_hundredths: f.loss_percent.map(|p| (p * 100.0).round() as u32),
+            rate_bps: f.rate_bps,
+            peers,
+            delay_us: f.delay.map(|d| d.as_micros() as u64),
+            period_ms: f.period.map(|d| d.as_millis() as u64),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToRank {

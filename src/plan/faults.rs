@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::size::parse_size;
 use super::Collective;
 use crate::control::link::{BitRate, IfaceName, Percent};
 
@@ -237,24 +236,8 @@ impl FaultPlan {
     }
 }
 
-/// A plan error: `FILE:LINE: problem; fix`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlanFileError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub problem: String,
-    pub fix: String,
-}
-
-impl fmt::Display for PlanFileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if self.line > 0 {
-            write!(f, ":{}", self.line)?;
-        }
-        write!(f, ": {}; {}", self.problem, self.fix)
-    }
-}
+pub use super::spans::PlanFileError;
+use super::spans::{size_of, Lines};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,41 +293,6 @@ fn plan_percent(text: &str) -> Result<f64, String> {
     Percent::parse(text)
         .map(|p| f64::from(p.hundredths()) / 100.0)
         .map_err(|e| e.to_string())
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("'{text}': {e}"))
-}
-
-struct Lines<'a> {
-    file: &'a Path,
-    text: &'a str,
-}
-
-impl Lines<'_> {
-    fn line_of(&self, span: Range<usize>) -> usize {
-        let end = span.start.min(self.text.len());
-        self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
-    }
-
-    fn err(&self, span: Range<usize>, problem: String, fix: &str) -> PlanFileError {
-        PlanFileError {
-            file: self.file.to_path_buf(),
-            line: self.line_of(span),
-            problem,
-            fix: fix.to_string(),
-        }
-    }
-
-    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, PlanFileError> {
-        parse_duration(v.get_ref()).map_err(|e| {
-            self.err(
-                v.span(),
-                format!("{key}: {e}"),
-                "write it like \"500ms\", \"2s\" or \"1m\"",
-            )
-        })
-    }
 }
 
 /// Reads and validates a plan file; every problem is reported with file and line.
@@ -489,11 +437,7 @@ fn resolve_fault(
             .ok(),
         RawStart::At(p) => {
             let op = Collective::parse(&p.op);
-            let size = match &p.size {
-                toml::Value::String(s) => parse_size(s).ok(),
-                toml::Value::Integer(i) => u64::try_from(*i).ok(),
-                _ => None,
-            };
+            let size = size_of(&p.size);
             match (op, size) {
                 (Some(op), Some(size)) => Some(Start::At {
                     op,
@@ -603,7 +547,7 @@ fn resolve_fault(
         if p > d {
             errors.push(lines.err(
                 r.period.as_ref().map_or(here.clone(), |v| v.span()),
-                "period is longer than duration, so the link never comes back up within the fault".into(),
+                "period is longer than duration, so the link never comes back up within the fault",
                 "make period at most duration",
             ));
         }

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod size;
+pub mod spans;
 pub mod topology;
 
 use std::fmt;

@@ -2,14 +2,13 @@
 //! checks a healthy one passes, resolved into typed values; every error names the file and line.
 
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::faults::PlanFileError;
-use super::size::{format_size, parse_size};
+use super::size::format_size;
+use super::spans::{Lines, PlanFileError};
 use super::{BackendKind, Collective};
 
 /// Where a check applies: on one host, or across hosts.
@@ -268,42 +267,6 @@ struct RawStraggler {
     warn_factor: Spanned<f64>,
     fail_factor: Spanned<f64>,
     min_size: Option<Spanned<toml::Value>>,
-}
-
-struct Lines<'a> {
-    file: &'a Path,
-    text: &'a str,
-}
-
-impl Lines<'_> {
-    fn line_of(&self, span: Range<usize>) -> usize {
-        let end = span.start.min(self.text.len());
-        self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
-    }
-
-    fn err(&self, span: Range<usize>, problem: impl Into<String>, fix: &str) -> PlanFileError {
-        PlanFileError {
-            file: self.file.to_path_buf(),
-            line: self.line_of(span),
-            problem: problem.into(),
-            fix: fix.to_string(),
-        }
-    }
-
-    fn size(&self, v: &Spanned<toml::Value>, key: &str) -> Result<u64, PlanFileError> {
-        let n = match v.get_ref() {
-            toml::Value::String(s) => parse_size(s).ok(),
-            toml::Value::Integer(i) => u64::try_from(*i).ok(),
-            _ => None,
-        };
-        n.ok_or_else(|| {
-            self.err(
-                v.span(),
-                format!("{key}: {} is not a size", v.get_ref()),
-                "write a byte count like 65536 or \"64K\", \"16G\"",
-            )
-        })
-    }
 }
 
 /// Reads and validates a topology file; every problem is reported with file and line.
