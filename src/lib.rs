@@ -20,7 +20,7 @@ use std::time::UNIX_EPOCH;
 use backend::mpi::MpiBackend;
 use backend::nccl::NcclBackend;
 use backend::Backend;
-use bootstrap::{LauncherEnv, MpiWorld, RankInfo};
+use bootstrap::{LauncherEnv, RankInfo, World};
 use cli::{BackendArg, BenchArgs, Command, LocalArgs};
 use plan::{BackendKind, LaunchFacts, Plan};
 use report::{Exporter, RunDoc, RunStatus};
@@ -251,11 +251,81 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     if let Some(f) = plan.out_dir.as_deref().and_then(results_folder_taken) {
         return Err(f);
     }
-    let world =
-        MpiWorld::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
-    let result = bench_in_world(&plan, &world, env, &choice, controller);
+    let out_dir = plan.out_dir.clone().unwrap_or_else(default_results_dir);
+    if env.without_mpi() {
+        return bench_without_mpi(&plan, env, &choice, controller, out_dir);
+    }
+    let world = World::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
+    let agent = match controller {
+        Some((addr, secret)) => AgentStart::Connect(addr, secret),
+        None => AgentStart::None,
+    };
+    let result = bench_in_world(&plan, &world, env, &choice, agent, &out_dir);
     drop(world);
     result
+}
+
+/// Ranks started one by one (by `collbench local` for NCCL, or a torchrun-style launcher): the
+/// agent registers first, and the controller's rendezvous stands in for MPI.
+fn bench_without_mpi(
+    plan: &Plan,
+    env: LauncherEnv,
+    choice: &BackendChoice,
+    controller: Option<(control::proto::Addr, String)>,
+    out_dir: PathBuf,
+) -> Result<Outcome, Failure> {
+    let (rank, size) = (env.rank.unwrap_or(0), env.world.unwrap_or(1));
+    let Some((addr, secret)) = controller else {
+        return Err(Failure::BadInput(format!(
+            "rank {rank} of {size} was started without mpirun ({:?} variables) and has no controller to meet the others through; \
+             start the ranks with `collbench local --backend nccl`, under mpirun, or pass --controller ADDR",
+            env.launcher
+        )));
+    };
+    if plan.backend != BackendKind::Nccl {
+        return Err(Failure::BadInput(format!(
+            "--backend {}: MPI collectives need ranks started by mpirun or srun; use --backend nccl, or start them with mpirun",
+            plan.backend_name()
+        )));
+    }
+    if plan.sweep.localize {
+        return Err(Failure::BadInput(
+            "--localize: the pairwise MPI timing needs ranks started by mpirun; drop --localize or start them with mpirun".into(),
+        ));
+    }
+    if rank >= size {
+        return Err(Failure::BadInput(format!(
+            "rank {rank} is not below the world size {size}; fix the launcher's rank variables"
+        )));
+    }
+    let identity = control::agent::Identity {
+        rank,
+        world_size: size,
+        host: bootstrap::hostname(),
+        local_rank: env.local_rank.unwrap_or(0),
+        device: None,
+        out_dir: (rank == 0).then(|| out_dir.display().to_string()),
+    };
+    // The watchdog starts later, on the counters the agent's heartbeats already report.
+    let progress = runner::watchdog::Progress::new();
+    let agent = control::agent::Agent::start(&addr, &secret, identity, progress.clone())
+        .map_err(|e| Failure::CouldNotRun(format!("rank {rank}: {e}")))?;
+    let world = World::without_mpi(env, control::rendezvous::Rendezvous::new(agent.shared()));
+    bench_in_world(
+        plan,
+        &world,
+        env,
+        choice,
+        AgentStart::Started(agent, progress),
+        &out_dir,
+    )
+}
+
+/// The rank's agent: none, one to start once the world is up, or one already started.
+enum AgentStart {
+    None,
+    Connect(control::proto::Addr, String),
+    Started(control::agent::Agent, runner::watchdog::Progress),
 }
 
 fn could_not_run(e: impl std::fmt::Display) -> Failure {
@@ -263,9 +333,12 @@ fn could_not_run(e: impl std::fmt::Display) -> Failure {
 }
 
 /// Every rank must have resolved `auto` the same way, or the collectives would not match.
-fn agree_on_backend(world: &MpiWorld, plan: &Plan) -> Result<(), Failure> {
+fn agree_on_backend(world: &World, plan: &Plan) -> Result<(), Failure> {
     let nccl = (plan.backend == BackendKind::Nccl) as u64;
-    let total = ffi::mpi::allreduce_sum_u64(world.comm(), nccl).map_err(could_not_run)?;
+    let total = world
+        .group()
+        .allreduce_sum_u64(nccl)
+        .map_err(could_not_run)?;
     if total != 0 && total != world.size as u64 {
         return Err(Failure::CouldNotRun(format!(
             "--backend auto: {total} of {} ranks found a GPU and NCCL, the others did not (this rank: {}); \
@@ -280,7 +353,7 @@ fn agree_on_backend(world: &MpiWorld, plan: &Plan) -> Result<(), Failure> {
 /// GPU choice, NCCL unique id and communicator for this rank, agreed on by every rank.
 fn start_nccl(
     plan: &Plan,
-    world: &MpiWorld,
+    world: &World,
     watchdog: &runner::watchdog::Watchdog,
     max_iters: u32,
     info: &mut RankInfo,
@@ -295,7 +368,7 @@ fn start_nccl(
         rank: world.rank,
         nranks: world.size,
         unique_id: &setup.unique_id,
-        mpi: world.comm(),
+        group: world.group().clone(),
     };
     let made = NcclBackend::new(
         setup.nccl,
@@ -313,29 +386,29 @@ fn start_nccl(
 
 fn bench_in_world(
     plan: &Plan,
-    world: &MpiWorld,
+    world: &World,
     env: LauncherEnv,
     choice: &BackendChoice,
-    controller: Option<(control::proto::Addr, String)>,
+    agent: AgentStart,
+    out_dir: &Path,
 ) -> Result<Outcome, Failure> {
-    let comm = world.comm();
+    let group = world.group();
     if choice.arg == BackendArg::Auto {
         agree_on_backend(world, plan)?;
     }
     // Rank 0 makes the results folder; everyone learns whether that worked.
-    let mut out_dir = PathBuf::new();
     let mut mkdir_error = None;
     if world.is_root() {
-        out_dir = plan.out_dir.clone().unwrap_or_else(default_results_dir);
-        if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        if let Err(e) = std::fs::create_dir_all(out_dir) {
             mkdir_error = Some(format!(
                 "cannot create results folder {}: {e}; pass a writable --out DIR",
                 out_dir.display()
             ));
         }
     }
-    let failed =
-        ffi::mpi::allreduce_sum_u64(comm, mkdir_error.is_some() as u64).map_err(could_not_run)?;
+    let failed = group
+        .allreduce_sum_u64(mkdir_error.is_some() as u64)
+        .map_err(could_not_run)?;
     if failed > 0 {
         return Err(Failure::CouldNotRun(mkdir_error.unwrap_or_else(|| {
             "rank 0 could not create the results folder".into()
@@ -350,7 +423,20 @@ fn bench_in_world(
     // The watchdog aborts the NCCL communicator (once there is one) before ending the rank.
     let abort: Arc<Mutex<Option<ffi::nccl::AbortHandle>>> = Arc::default();
     let agent_link: Arc<Mutex<Option<Arc<control::agent::Shared>>>> = Arc::default();
-    let watchdog = runner::watchdog::Watchdog::start(
+    let (started, connect, progress) = match agent {
+        AgentStart::Started(a, p) => {
+            *agent_link.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.shared());
+            (Some(a), None, p)
+        }
+        AgentStart::Connect(addr, secret) => (
+            None,
+            Some((addr, secret)),
+            runner::watchdog::Progress::new(),
+        ),
+        AgentStart::None => (None, None, runner::watchdog::Progress::new()),
+    };
+    let watchdog = runner::watchdog::Watchdog::start_on(
+        progress,
         world.rank,
         plan.sweep.timeout,
         Box::new({
@@ -385,7 +471,12 @@ fn bench_in_world(
     let mut notes: Vec<String> = choice.note().into_iter().collect();
     let mut info = world.info();
     let mut backend: Box<dyn Backend> = match plan.backend {
-        BackendKind::Mpi => Box::new(MpiBackend::new(comm, plan.sweep.max_bytes, max_iters)),
+        BackendKind::Mpi => {
+            let comm = group.mpi().ok_or_else(|| {
+                Failure::BadInput("--backend mpi needs ranks started by mpirun".into())
+            })?;
+            Box::new(MpiBackend::new(comm, plan.sweep.max_bytes, max_iters))
+        }
         BackendKind::Nccl => {
             let b = start_nccl(plan, world, &watchdog, max_iters, &mut info, &mut notes)?;
             *abort.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.abort_handle());
@@ -393,9 +484,10 @@ fn bench_in_world(
         }
     };
 
-    let agent = match controller {
-        None => None,
-        Some((addr, secret)) => {
+    let agent = match (started, connect) {
+        (Some(a), _) => Some(a),
+        (None, None) => None,
+        (None, Some((addr, secret))) => {
             let identity = control::agent::Identity {
                 rank: world.rank,
                 world_size: world.size,
@@ -406,7 +498,8 @@ fn bench_in_world(
             };
             let started =
                 control::agent::Agent::start(&addr, &secret, identity, watchdog.progress());
-            let failed = ffi::mpi::allreduce_sum_u64(comm, started.is_err() as u64)
+            let failed = group
+                .allreduce_sum_u64(started.is_err() as u64)
                 .map_err(could_not_run)?;
             match started {
                 Err(e) => return Err(Failure::CouldNotRun(format!("rank {}: {e}", world.rank))),
@@ -417,16 +510,18 @@ fn bench_in_world(
                 }
                 Ok(a) => {
                     *agent_link.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.shared());
-                    backend = Box::new(control::hooks::FaultyBackend::new(
-                        backend,
-                        a.shared(),
-                        world.size,
-                    ));
                     Some(a)
                 }
             }
         }
     };
+    if let Some(a) = &agent {
+        backend = Box::new(control::hooks::FaultyBackend::new(
+            backend,
+            a.shared(),
+            world.size,
+        ));
+    }
     let result = measure_and_report(
         plan,
         world,
@@ -434,7 +529,7 @@ fn bench_in_world(
         backend,
         info,
         notes,
-        &out_dir,
+        out_dir,
         &watchdog,
         agent.as_ref(),
     );
@@ -456,7 +551,7 @@ fn bench_in_world(
 #[allow(clippy::too_many_arguments)]
 fn measure_and_report(
     plan: &Plan,
-    world: &MpiWorld,
+    world: &World,
     env: LauncherEnv,
     mut backend: Box<dyn Backend + '_>,
     info: RankInfo,
@@ -465,9 +560,11 @@ fn measure_and_report(
     watchdog: &runner::watchdog::Watchdog,
     agent: Option<&control::agent::Agent>,
 ) -> Result<Outcome, Failure> {
-    let comm = world.comm();
     let info = serde_json::to_vec(&info).map_err(could_not_run)?;
-    let infos = ffi::mpi::gather_bytes(comm, 0, &info).map_err(could_not_run)?;
+    let infos = world
+        .group()
+        .gather_bytes(0, &info)
+        .map_err(could_not_run)?;
 
     let Some(infos) = infos else {
         // Not rank 0: measure and hand results to rank 0.
@@ -584,7 +681,7 @@ fn measure_and_report(
 /// `--localize` after the sweep, on every rank: node pairs on sub-communicators.
 fn localize(
     plan: &Plan,
-    world: &MpiWorld,
+    world: &World,
     watchdog: &runner::watchdog::Watchdog,
 ) -> Result<Option<runner::localize::Localization>, runner::RunError> {
     if !plan.sweep.localize {
@@ -687,7 +784,7 @@ fn verdict(wrong_total: u64, out: Option<&Path>) -> Outcome {
 
 fn new_run_doc(
     plan: &Plan,
-    world: &MpiWorld,
+    world: &World,
     env: LauncherEnv,
     backend: &dyn Backend,
     ranks: Vec<RankInfo>,
@@ -762,6 +859,9 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     if let Some(f) = results_folder_taken(&out) {
         return Err(f);
     }
+    if resolved.backend == BackendKind::Nccl {
+        return local_without_mpi(&args, &resolved, out);
+    }
     let kind = bootstrap::local::probe_mpirun(&args.mpirun).ok_or_else(|| {
         Failure::CouldNotRun(format!(
             "--mpirun: cannot start '{}'; install OpenMPI (apt-get install openmpi-bin) or pass --mpirun PATH",
@@ -800,7 +900,11 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     );
     eprintln!("# collbench local: {}", argv.join(" "));
     if let Some(plan) = plan {
-        let job = control::launch::Job { argv, env };
+        let job = control::launch::Job {
+            argv,
+            env,
+            ranks: None,
+        };
         return control::commands::run_job(
             plan,
             args.allow_privileged,
@@ -812,6 +916,60 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     let code = bootstrap::local::run(&argv, &env)
         .map_err(|e| could_not_run(format!("starting {}: {e}", args.mpirun.display())))?;
     job_exit(code)
+}
+
+/// `local` for NCCL: one process per rank, started by this process, which hosts the controller
+/// the ranks meet through (NCCL's unique id, the results gather) and which watches them.
+fn local_without_mpi(args: &LocalArgs, resolved: &Plan, out: PathBuf) -> Result<Outcome, Failure> {
+    if !args.mpirun_args.is_empty() {
+        return Err(Failure::BadInput(
+            "--mpirun-arg: NCCL ranks start without mpirun here; drop --mpirun-arg, or use --backend mpi".into(),
+        ));
+    }
+    if args.sweep.localize {
+        return Err(Failure::BadInput(
+            "--localize: the pairwise MPI timing needs ranks started by mpirun; drop --localize or use --backend mpi".into(),
+        ));
+    }
+    let plan = match &args.plan {
+        Some(p) => {
+            let plan = control::commands::load_plan(p)?;
+            control::commands::check_points(&plan, &resolved.sweep, args.np as u64)?;
+            control::commands::check_privilege(&plan, args.allow_privileged, "--allow-privileged")?;
+            plan
+        }
+        // No faults: the controller watches the ranks and is their rendezvous; a stall counts
+        // only after the ranks' own deadline.
+        None => plan::faults::FaultPlan::watch_only(
+            resolved
+                .sweep
+                .timeout
+                .unwrap_or(std::time::Duration::from_secs(86_400)),
+        ),
+    };
+    let exe = bootstrap::local::self_exe().map_err(could_not_run)?;
+    let mut sweep = args.sweep.clone();
+    sweep.out = Some(out.clone());
+    sweep.backend = BackendArg::Nccl;
+    let mut argv = vec![exe.display().to_string(), "bench".to_string()];
+    argv.extend(sweep.to_argv());
+    eprintln!(
+        "# collbench local: {} ranks, one process each, meeting through this process: {}",
+        args.np,
+        argv.join(" ")
+    );
+    let job = control::launch::Job {
+        argv,
+        env: Vec::new(),
+        ranks: Some(args.np),
+    };
+    control::commands::run_job(
+        plan,
+        args.allow_privileged,
+        &args.listen,
+        Some(job),
+        Some(out),
+    )
 }
 
 /// The outcome of a job of `collbench bench` ranks from its launcher's exit status.

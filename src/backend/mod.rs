@@ -40,6 +40,8 @@ pub enum BackendError {
     #[error("{0}")]
     Mpi(#[from] MpiError),
     #[error("{0}")]
+    Group(#[from] crate::bootstrap::group::GroupError),
+    #[error("{0}")]
     Unsupported(String),
     /// A GPU-side failure (NCCL or CUDA), already saying which call, size and iteration.
     #[error("{0}")]

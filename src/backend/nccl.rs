@@ -12,8 +12,8 @@ use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
 use super::{Backend, BackendError, Call, Phase};
+use crate::bootstrap::group::Group;
 use crate::ffi::cuda::{self, Context, DeviceBuffer, Event, Stream};
-use crate::ffi::mpi::{self as mpic, MPI_Comm};
 use crate::ffi::nccl::{self as nccl, AbortHandle, Comm, Nccl, Status};
 use crate::ffi::nccl_sys::{self as sys, ncclDataType_t, ncclRedOp_t, NCCL_UNIQUE_ID_BYTES};
 use crate::plan::{Collective, DType, RedOp};
@@ -63,8 +63,8 @@ pub struct CommSpec<'a> {
     pub rank: usize,
     pub nranks: usize,
     pub unique_id: &'a [u8; NCCL_UNIQUE_ID_BYTES],
-    /// The world communicator, for the host-side barrier.
-    pub mpi: MPI_Comm,
+    /// The ranks' host-side group, for the barrier.
+    pub group: Group,
 }
 
 pub struct NcclBackend {
@@ -79,7 +79,7 @@ pub struct NcclBackend {
     alias: Vec<u32>,
     host: Vec<u64>,
     nccl: Nccl,
-    mpi: MPI_Comm,
+    group: Group,
     nranks: usize,
     timeout: Option<Duration>,
     progress: Option<Progress>,
@@ -149,7 +149,7 @@ impl NcclBackend {
             alias: (0..slots as u32).collect(),
             host: vec![0u64; bytes.div_ceil(8).max(1)],
             nccl,
-            mpi: spec.mpi,
+            group: spec.group,
             nranks: spec.nranks,
             timeout,
             progress,
@@ -498,7 +498,7 @@ impl Backend for NcclBackend {
     }
 
     fn barrier(&mut self) -> Result<(), BackendError> {
-        Ok(mpic::barrier(self.mpi)?)
+        Ok(self.group.barrier()?)
     }
 
     fn begin_phase(&mut self, phase: Phase) {

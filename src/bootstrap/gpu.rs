@@ -1,5 +1,6 @@
 //! Which GPU each rank drives (local rank, or `--gpu`), whether ranks share one (then each gets
-//! its own NCCL_HOSTID before NCCL starts), and the NCCL unique id's trip from rank 0 over MPI.
+//! its own NCCL_HOSTID before NCCL starts), and the NCCL unique id's trip from rank 0 (over MPI, or
+//! through the controller for ranks started without mpirun).
 //!
 //! NCCL_HOSTID must be set before the first NCCL call of the process: NCCL reads it to decide
 //! which ranks are on one host. Ranks that share a GPU must look like separate hosts, or NCCL
@@ -9,9 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::MpiWorld;
+use super::World;
 use crate::ffi::cuda::{self, Context};
-use crate::ffi::mpi as mpic;
 use crate::ffi::nccl::Nccl;
 use crate::ffi::nccl_sys::NCCL_UNIQUE_ID_BYTES;
 
@@ -154,7 +154,7 @@ pub struct GpuSetup {
     pub unique_id: [u8; NCCL_UNIQUE_ID_BYTES],
 }
 
-fn open_seat(world: &MpiWorld, requested: Option<u32>) -> Result<(Nccl, Context, Seat), String> {
+fn open_seat(world: &World, requested: Option<u32>) -> Result<(Nccl, Context, Seat), String> {
     let nccl = probe()?;
     let devices = cuda::device_count().map_err(|e| e.to_string())?;
     let gpu = select_gpu(world.local_rank, devices, requested)?;
@@ -173,16 +173,16 @@ fn open_seat(world: &MpiWorld, requested: Option<u32>) -> Result<(Nccl, Context,
 /// Every rank picks its GPU; rank 0 checks the seats and decides on sharing; each sharing rank
 /// gets its NCCL_HOSTID; rank 0 makes the unique id and broadcasts it. Every rank takes part in
 /// every exchange, so a failure on one rank ends all of them with the same message.
-pub fn setup(world: &MpiWorld, requested: Option<u32>) -> Result<GpuSetup, String> {
-    let comm = world.comm();
-    let mpi_err = |e: mpic::MpiError| e.to_string();
+pub fn setup(world: &World, requested: Option<u32>) -> Result<GpuSetup, String> {
+    let group = world.group();
+    let mpi_err = |e: super::group::GroupError| e.to_string();
     let local = open_seat(world, requested);
     let mine: Result<Seat, String> = match &local {
         Ok((_, _, s)) => Ok(s.clone()),
         Err(e) => Err(format!("rank {} on {}: {e}", world.rank, world.hostname)),
     };
     let payload = serde_json::to_vec(&mine).map_err(|e| e.to_string())?;
-    let gathered = mpic::gather_bytes(comm, 0, &payload).map_err(mpi_err)?;
+    let gathered = group.gather_bytes(0, &payload).map_err(mpi_err)?;
     let mut seats = None;
     let mut decision = Vec::new();
     if let Some(all) = gathered {
@@ -204,7 +204,7 @@ pub fn setup(world: &MpiWorld, requested: Option<u32>) -> Result<GpuSetup, Strin
         };
         decision = serde_json::to_vec(&sharing).map_err(|e| e.to_string())?;
     }
-    mpic::bcast_bytes(comm, 0, &mut decision).map_err(mpi_err)?;
+    group.bcast_bytes(0, &mut decision).map_err(mpi_err)?;
     let sharing: Sharing = serde_json::from_slice(&decision).map_err(|e| e.to_string())?;
     if let Some(e) = &sharing.error {
         return Err(e.clone());
@@ -229,7 +229,7 @@ pub fn setup(world: &MpiWorld, requested: Option<u32>) -> Result<GpuSetup, Strin
             }
         }
     }
-    mpic::bcast_bytes(comm, 0, &mut id_msg).map_err(mpi_err)?;
+    group.bcast_bytes(0, &mut id_msg).map_err(mpi_err)?;
     match id_msg.split_first() {
         Some((1, id)) if id.len() == NCCL_UNIQUE_ID_BYTES => {
             let mut unique_id = [0u8; NCCL_UNIQUE_ID_BYTES];
@@ -250,9 +250,11 @@ pub fn setup(world: &MpiWorld, requested: Option<u32>) -> Result<GpuSetup, Strin
 
 /// Whether every rank reached the same point without error; the first failing rank's message
 /// otherwise (each rank passes its own result).
-pub fn agree(world: &MpiWorld, mine: Result<(), String>) -> Result<(), String> {
-    let comm = world.comm();
-    let failed = mpic::allreduce_sum_u64(comm, mine.is_err() as u64).map_err(|e| e.to_string())?;
+pub fn agree(world: &World, mine: Result<(), String>) -> Result<(), String> {
+    let group = world.group();
+    let failed = group
+        .allreduce_sum_u64(mine.is_err() as u64)
+        .map_err(|e| e.to_string())?;
     if failed == 0 {
         return Ok(());
     }
@@ -260,11 +262,15 @@ pub fn agree(world: &MpiWorld, mine: Result<(), String>) -> Result<(), String> {
         Err(e) => format!("rank {}: {e}", world.rank),
         Ok(()) => String::new(),
     };
-    let all = mpic::gather_bytes(comm, 0, text.as_bytes()).map_err(|e| e.to_string())?;
+    let all = group
+        .gather_bytes(0, text.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut first = all
         .and_then(|v| v.into_iter().find(|b| !b.is_empty()))
         .unwrap_or_default();
-    mpic::bcast_bytes(comm, 0, &mut first).map_err(|e| e.to_string())?;
+    group
+        .bcast_bytes(0, &mut first)
+        .map_err(|e| e.to_string())?;
     Err(String::from_utf8_lossy(&first).into_owned())
 }
 

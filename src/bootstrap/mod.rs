@@ -1,7 +1,8 @@
-//! Who am I: rank, world, local rank and host, from the MPI world and the launcher's environment;
-//! plus collbench's own local launcher (`local`), which starts the ranks with mpirun.
+//! Who am I: rank, world, local rank and host, from the MPI world or collbench's own launcher's
+//! environment; plus that launcher (`local`), which starts ranks with mpirun or one by one.
 
 pub mod gpu;
+pub mod group;
 pub mod local;
 
 use std::ffi::CStr;
@@ -18,8 +19,16 @@ pub enum Launcher {
     Slurm,
     Pmi,
     TorchStyle,
+    /// `collbench local` itself, one process per rank (NCCL without mpirun).
+    Collbench,
     None,
 }
+
+/// The variables `collbench local` gives each rank it starts without mpirun.
+pub const ENV_RANK: &str = "COLLBENCH_RANK";
+pub const ENV_WORLD_SIZE: &str = "COLLBENCH_WORLD_SIZE";
+pub const ENV_LOCAL_RANK: &str = "COLLBENCH_LOCAL_RANK";
+pub const ENV_LOCAL_SIZE: &str = "COLLBENCH_LOCAL_SIZE";
 
 /// What the environment says before MPI is started (used to validate input and to print once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +48,11 @@ impl LauncherEnv {
     /// Reads OpenMPI, Slurm, PMI and torchrun-style variables, first match wins.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
         let num = |k: &str| get(k).and_then(|v| v.trim().parse::<usize>().ok());
-        let sets: [(Launcher, [&str; 4]); 4] = [
+        let sets: [(Launcher, [&str; 4]); 5] = [
+            (
+                Launcher::Collbench,
+                [ENV_RANK, ENV_WORLD_SIZE, ENV_LOCAL_RANK, ENV_LOCAL_SIZE],
+            ),
             (
                 Launcher::OpenMpi,
                 [
@@ -87,6 +100,16 @@ impl LauncherEnv {
         }
     }
 
+    /// Whether the ranks have no MPI world and meet through the controller instead: collbench
+    /// started them, or a launcher that is not MPI's did (torchrun-style variables only).
+    pub fn without_mpi(&self) -> bool {
+        match self.launcher {
+            Launcher::Collbench => true,
+            Launcher::TorchStyle => self.world.unwrap_or(1) > 1,
+            _ => false,
+        }
+    }
+
     /// Whether this process should print job-wide messages (rank 0, or not launched at all).
     pub fn is_leader(&self) -> bool {
         self.rank.unwrap_or(0) == 0
@@ -109,10 +132,11 @@ pub struct RankInfo {
     pub gpu_name: Option<String>,
 }
 
-/// The started MPI world with this rank's identity. Dropping it finalizes MPI.
-pub struct MpiWorld {
-    _universe: mpi::environment::Universe,
-    comm: MPI_Comm,
+/// The ranks of this run and this rank's place among them. Dropping it finalizes MPI, where the
+/// world is an MPI one.
+pub struct World {
+    _universe: Option<mpi::environment::Universe>,
+    group: group::Group,
     pub rank: usize,
     pub size: usize,
     pub local_rank: usize,
@@ -121,9 +145,9 @@ pub struct MpiWorld {
     pub launcher: Launcher,
 }
 
-impl MpiWorld {
+impl World {
     /// Starts MPI (a world of 1 when no launcher is present) with errors returned, not fatal.
-    pub fn init(env: LauncherEnv) -> Result<MpiWorld, MpiError> {
+    pub fn init(env: LauncherEnv) -> Result<World, MpiError> {
         let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or(MpiError {
                 call: "MPI_Init_thread",
@@ -140,9 +164,9 @@ impl MpiWorld {
         // Local rank: ranks sharing this host, counted in rank order.
         let names = mpic::gather_bytes(comm, 0, hostname.as_bytes())?;
         let (local_rank, local_size) = local_position(comm, rank, names)?;
-        Ok(MpiWorld {
-            _universe: universe,
-            comm,
+        Ok(World {
+            _universe: Some(universe),
+            group: group::Group::Mpi(comm),
             rank,
             size,
             local_rank: env.local_rank.unwrap_or(local_rank),
@@ -152,8 +176,25 @@ impl MpiWorld {
         })
     }
 
-    pub fn comm(&self) -> MPI_Comm {
-        self.comm
+    /// A world of ranks collbench started itself, which meet through the controller.
+    pub fn without_mpi(
+        env: LauncherEnv,
+        rendezvous: crate::control::rendezvous::Rendezvous,
+    ) -> World {
+        World {
+            _universe: None,
+            rank: rendezvous.rank,
+            size: rendezvous.world,
+            local_rank: env.local_rank.unwrap_or(0),
+            local_size: env.local_size.unwrap_or(1),
+            hostname: hostname(),
+            launcher: env.launcher,
+            group: group::Group::Controller(rendezvous),
+        }
+    }
+
+    pub fn group(&self) -> &group::Group {
+        &self.group
     }
 
     pub fn is_root(&self) -> bool {

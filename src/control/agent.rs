@@ -140,7 +140,9 @@ pub struct Shared {
     writer: Mutex<Option<Conn>>,
     stop: AtomicBool,
     said_goodbye: AtomicBool,
-    identity: Identity,
+    pub identity: Identity,
+    /// Collectives through the controller that this rank waits on.
+    pub rendezvous: super::rendezvous::Pending,
 }
 
 pub struct Agent {
@@ -210,6 +212,7 @@ impl Agent {
             stop: AtomicBool::new(false),
             said_goodbye: AtomicBool::new(false),
             identity,
+            rendezvous: Default::default(),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -256,6 +259,7 @@ impl Agent {
 
     fn stop(&mut self, reason: &str) {
         self.shared.stop.store(true, Ordering::Release);
+        self.shared.rendezvous.close("the agent stopped");
         revert_all(&self.shared, "the rank is ending");
         goodbye(&self.shared, reason);
         if let Some(c) = self.reader_conn.take() {
@@ -281,12 +285,20 @@ pub fn notify(shared: &Shared, msg: &ToController) {
 }
 
 fn send(shared: &Shared, msg: &ToController) {
+    try_send(shared, msg);
+}
+
+/// Sends one message; false when the connection is (now) gone.
+pub fn try_send(shared: &Shared, msg: &ToController) -> bool {
     let mut w = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(conn) = w.as_mut() {
-        if proto::write_frame(conn, msg).is_err() {
-            *w = None;
-        }
+    let Some(conn) = w.as_mut() else {
+        return false;
+    };
+    if proto::write_frame(conn, msg).is_ok() {
+        return true;
     }
+    *w = None;
+    false
 }
 
 /// The last message of this rank; sent once.
@@ -303,9 +315,12 @@ pub fn goodbye(shared: &Shared, reason: &str) {
 
 fn read_commands(shared: &Arc<Shared>, mut conn: Conn) {
     loop {
-        match proto::read_frame::<ToRank>(&mut conn) {
+        match proto::read_frame_up_to::<ToRank>(&mut conn, proto::MAX_ANSWER_FRAME) {
             Ok(msg) => handle(shared, msg),
             Err(e) => {
+                shared
+                    .rendezvous
+                    .close(&format!("lost the controller ({e})"));
                 if !shared.stop.load(Ordering::Acquire) {
                     say(
                         shared,
@@ -368,6 +383,7 @@ fn handle(shared: &Arc<Shared>, msg: ToRank) {
                 undo(shared, h);
             }
         }
+        ToRank::Exchanged { seq, parts, error } => shared.rendezvous.answer(seq, parts, error),
     }
 }
 

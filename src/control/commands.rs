@@ -213,6 +213,7 @@ pub fn controller(args: ControllerArgs) -> Result<Outcome, Failure> {
     let job = (!args.command.is_empty()).then(|| Job {
         argv: args.command.clone(),
         env: Vec::new(),
+        ranks: None,
     });
     run_job(plan, args.allow_privileged, &args.listen, job, args.results)
 }

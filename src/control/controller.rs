@@ -144,7 +144,19 @@ struct State {
     /// The tick sum and count of live ranks (connected, no goodbye), kept as they change.
     live_ticks: u64,
     live: usize,
+    /// Rendezvous collectives still missing some rank's part, by sequence number.
+    exchanges: BTreeMap<u64, PendingExchange>,
 }
+
+/// One rendezvous collective while parts arrive.
+struct PendingExchange {
+    op: proto::ExchangeOp,
+    parts: Vec<Option<Vec<u8>>>,
+    missing: usize,
+}
+
+/// At most this many exchanges may be open at once (ranks run at most a few apart).
+const MAX_OPEN_EXCHANGES: usize = 64;
 
 /// A live rank's ticks (connected and no goodbye), for the running tick sum.
 fn live_ticks(r: &RankState) -> Option<u64> {
@@ -398,6 +410,7 @@ pub async fn run(
         recheck: Vec::new(),
         live_ticks: 0,
         live: 0,
+        exchanges: BTreeMap::new(),
     }));
     let config = Arc::new(config);
     let teardown: Arc<dyn Fn() + Send + Sync> = Arc::new(teardown);
@@ -553,7 +566,7 @@ fn unread(fd: std::os::fd::RawFd) -> bool {
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<ToController, proto::FrameError> {
     let len = r.read_u32().await? as usize;
     if len > MAX_FRAME {
-        return Err(proto::FrameError::TooLarge(len));
+        return Err(proto::FrameError::TooLarge(len, MAX_FRAME));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
@@ -607,7 +620,12 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             st.timeline.out_dir = hello.out_dir.clone();
         }
         st.timeline.world_size = Some(hello.world_size);
-        let local_pid = !boot.is_empty() && hello.boot_id == *boot && hello.pid_ns == *ns;
+        // The controller signals a rank's pid itself only on its own kernel and pid namespace,
+        // and never its own process (ranks hosted in it, as in tests).
+        let local_pid = !boot.is_empty()
+            && hello.boot_id == *boot
+            && hello.pid_ns == *ns
+            && hello.pid != std::process::id();
         st.insert_rank(
             rank,
             RankState {
@@ -670,6 +688,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
         });
     }
     st.with_rank(rank, |r| r.tx = None);
+    fail_exchanges_of_departed(&mut st);
     match (why, said) {
         (Ok(()), _) | (_, Some(_)) => {}
         (Err(proto::FrameError::Io(_)), None) if !st.ended => {
@@ -765,10 +784,15 @@ fn on_message(
         on_results(state, rank, (op, size, placement), ranks, &histogram);
         return None;
     }
+    if let ToController::Exchange { seq, op, data } = msg {
+        on_exchange(state, rank, seq, op, &data);
+        return None;
+    }
     let mut st = lock(state);
     let now = Instant::now();
     match msg {
         ToController::Hello(_)
+        | ToController::Exchange { .. }
         | ToController::Results { .. }
         | ToController::Members { .. }
         | ToController::NodeHeartbeat { .. } => {}
@@ -1047,6 +1071,130 @@ fn action_for(st: &State, f: &Fault, config: &Config) -> Option<Action> {
             Action::Link(LinkSpec::of(f, iface, peers))
         }
     })
+}
+
+/// Adds `rank`'s part to exchange `seq`; once every rank's part is in, answers the ranks that
+/// want the result. A part that cannot belong (bad base64, unknown rank, an op that differs from
+/// the other ranks') fails the exchange for every rank, which ends their wait with that error.
+fn on_exchange(state: &Shared, rank: usize, seq: u64, op: proto::ExchangeOp, data: &str) {
+    use base64::Engine;
+    let part = base64::engine::general_purpose::STANDARD.decode(data);
+    let mut st = lock(state);
+    let Some(world) = st.timeline.world_size else {
+        return;
+    };
+    let fail = |st: &State, why: String| {
+        crate::say(&format!(
+            "collbench controller: rendezvous {seq} failed: {why}"
+        ));
+        for r in 0..world {
+            send_to(
+                st,
+                r,
+                ToRank::Exchanged {
+                    seq,
+                    parts: Vec::new(),
+                    error: Some(why.clone()),
+                },
+            );
+        }
+    };
+    let part = match part {
+        Ok(p) if rank < world => p,
+        Ok(_) => return fail(&st, format!("rank {rank} is outside a world of {world}")),
+        Err(e) => return fail(&st, format!("rank {rank}'s part is not base64: {e}")),
+    };
+    if !st.exchanges.contains_key(&seq) && st.exchanges.len() >= MAX_OPEN_EXCHANGES {
+        return fail(
+            &st,
+            format!("more than {MAX_OPEN_EXCHANGES} exchanges open at once (ranks out of step)"),
+        );
+    }
+    let pending = st.exchanges.entry(seq).or_insert_with(|| PendingExchange {
+        op,
+        parts: vec![None; world],
+        missing: world,
+    });
+    if pending.op != op {
+        let why = format!(
+            "rank {rank} called {op:?} where other ranks called {:?} (the ranks are out of step)",
+            pending.op
+        );
+        st.exchanges.remove(&seq);
+        return fail(&st, why);
+    }
+    if pending.parts[rank].is_some() {
+        st.exchanges.remove(&seq);
+        return fail(&st, format!("rank {rank} gave two parts"));
+    }
+    pending.parts[rank] = Some(part);
+    pending.missing -= 1;
+    if pending.missing > 0 {
+        fail_exchanges_of_departed(&mut st);
+        return;
+    }
+    let done = st.exchanges.remove(&seq).expect("present");
+    let parts: Vec<Vec<u8>> = done
+        .parts
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
+    match super::rendezvous::combine(op, &parts) {
+        Err(why) => fail(&st, why),
+        Ok(answer) => {
+            let encoded: Vec<String> = answer
+                .iter()
+                .map(|p| base64::engine::general_purpose::STANDARD.encode(p))
+                .collect();
+            for r in (0..world).filter(|&r| op.answers(r)) {
+                send_to(
+                    &st,
+                    r,
+                    ToRank::Exchanged {
+                        seq,
+                        parts: encoded.clone(),
+                        error: None,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Fails every open exchange that waits on a rank whose connection is gone: its part can never
+/// come, and the others must not wait for their deadline to learn that.
+fn fail_exchanges_of_departed(st: &mut State) {
+    let mut failed = Vec::new();
+    for (&seq, pending) in &st.exchanges {
+        let gone = pending
+            .parts
+            .iter()
+            .enumerate()
+            .find(|(r, p)| p.is_none() && st.ranks.get(r).is_some_and(|rs| rs.tx.is_none()));
+        if let Some((r, _)) = gone {
+            failed.push(seq);
+            let why = format!("rank {r} left before giving its part");
+            crate::say(&format!(
+                "collbench controller: rendezvous {seq} failed: {why}"
+            ));
+            for (&to, rs) in &st.ranks {
+                if pending.op.answers(to) && rs.tx.is_some() {
+                    send_to(
+                        st,
+                        to,
+                        ToRank::Exchanged {
+                            seq,
+                            parts: Vec::new(),
+                            error: Some(why.clone()),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    for seq in failed {
+        st.exchanges.remove(&seq);
+    }
 }
 
 fn send_to(st: &State, rank: usize, msg: ToRank) -> bool {

@@ -64,7 +64,14 @@ pub fn secret_from_env() -> Result<String, String> {
 pub struct Job {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Start this many copies of `argv`, one per rank, each told its rank in the environment
+    /// (ranks without mpirun); None starts `argv` once (mpirun, or any launcher).
+    pub ranks: Option<u32>,
 }
+
+/// A rank started one by one waits this long after another rank failed before it is stopped
+/// (mpirun's rule: one rank's failure ends the job).
+const RANK_FAILED_GRACE: Duration = Duration::from_secs(2);
 
 /// What a run under the controller ended with.
 pub struct Ended {
@@ -105,7 +112,7 @@ pub fn run(
         crate::say(&format!(
             "# collbench controller: listening on {addr} (agents must present the run's secret)"
         ));
-        let mut child = match &job {
+        let mut children: Vec<tokio::process::Child> = match &job {
             None => {
                 crate::say(&format!(
                     "# collbench controller: start the ranks with {}={addr} {}={} (or --controller {addr})",
@@ -113,27 +120,11 @@ pub fn run(
                     proto::ENV_SECRET_FILE,
                     secret.file.display()
                 ));
-                None
+                Vec::new()
             }
-            Some(job) => {
-                let mut cmd = tokio::process::Command::new(&job.argv[0]);
-                cmd.args(&job.argv[1..])
-                    .stdin(std::process::Stdio::null())
-                    .env(proto::ENV_ADDR, addr.to_string())
-                    .env(proto::ENV_SECRET_FILE, &secret.file)
-                    .env_remove(proto::ENV_SECRET)
-                    .process_group(0)
-                    .kill_on_drop(true);
-                for (k, v) in &job.env {
-                    cmd.env(k, v);
-                }
-                Some(
-                    cmd.spawn()
-                        .map_err(|e| format!("starting {}: {e}", job.argv[0]))?,
-                )
-            }
+            Some(job) => start(job, &addr, secret)?,
         };
-        let pgid = child.as_ref().and_then(|c| c.id()).map_or(0, |p| p as i32);
+        let pgid = children.first().and_then(|c| c.id()).map_or(0, |p| p as i32);
         let teardown = move || {
             kill_group(pgid, libc::SIGTERM);
             std::thread::spawn(move || {
@@ -145,7 +136,7 @@ pub fn run(
             plan,
             secret: secret.secret.clone(),
             allow_privileged,
-            end_when_all_gone: child.is_none(),
+            end_when_all_gone: children.is_empty(),
         };
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .map_err(|e| e.to_string())?;
@@ -153,9 +144,9 @@ pub fn run(
             .map_err(|e| e.to_string())?;
         let job_end = async {
             let exited = async {
-                match child.as_mut() {
-                    Some(c) => c.wait().await.map_or(-1, status_code),
-                    None => std::future::pending().await,
+                match children.is_empty() {
+                    false => wait_all(&mut children, pgid).await,
+                    true => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -169,13 +160,14 @@ pub fn run(
             JobEnd::Exited(c) => (Some(c), None),
             JobEnd::Signal(s) => {
                 // The controller asked the group to end; wait for it (bounded), then make sure.
-                let c = match child.as_mut() {
-                    Some(c) => tokio::time::timeout(Duration::from_secs(5), c.wait())
-                        .await
-                        .ok()
-                        .and_then(|r| r.ok())
-                        .map(status_code),
-                    None => None,
+                let c = match children.is_empty() {
+                    false => tokio::time::timeout(
+                        Duration::from_secs(5),
+                        wait_all(&mut children, pgid),
+                    )
+                    .await
+                    .ok(),
+                    true => None,
                 };
                 (c, Some(s))
             }
@@ -189,6 +181,90 @@ pub fn run(
             signal,
         })
     })
+}
+
+/// Starts the job's process (or one per rank) in a new process group, with the controller's
+/// address and the secret file in the environment.
+fn start(job: &Job, addr: &Addr, secret: &RunSecret) -> Result<Vec<tokio::process::Child>, String> {
+    let copies = job.ranks.unwrap_or(1);
+    let mut children = Vec::with_capacity(copies as usize);
+    for rank in 0..copies {
+        let mut cmd = tokio::process::Command::new(&job.argv[0]);
+        cmd.args(&job.argv[1..])
+            .stdin(std::process::Stdio::null())
+            .env(proto::ENV_ADDR, addr.to_string())
+            .env(proto::ENV_SECRET_FILE, &secret.file)
+            .env_remove(proto::ENV_SECRET)
+            .process_group(
+                children
+                    .first()
+                    .and_then(tokio::process::Child::id)
+                    .unwrap_or(0) as i32,
+            )
+            .kill_on_drop(true);
+        for (k, v) in &job.env {
+            cmd.env(k, v);
+        }
+        if let Some(n) = job.ranks {
+            let n = n.to_string();
+            let r = rank.to_string();
+            for (k, v) in [
+                (crate::bootstrap::ENV_RANK, &r),
+                (crate::bootstrap::ENV_WORLD_SIZE, &n),
+                (crate::bootstrap::ENV_LOCAL_RANK, &r),
+                (crate::bootstrap::ENV_LOCAL_SIZE, &n),
+            ] {
+                cmd.env(k, v);
+            }
+        }
+        match cmd.spawn() {
+            Ok(c) => children.push(c),
+            Err(e) => {
+                let pgid = children
+                    .first()
+                    .and_then(tokio::process::Child::id)
+                    .unwrap_or(0);
+                kill_group(pgid as i32, libc::SIGKILL);
+                return Err(format!("starting {}: {e}", job.argv[0]));
+            }
+        }
+    }
+    Ok(children)
+}
+
+/// Waits for every process of the job. The status is the first non-zero one (in the order they
+/// ended), else 0; once one process failed, the rest get RANK_FAILED_GRACE before SIGTERM and as
+/// long again before SIGKILL.
+async fn wait_all(children: &mut [tokio::process::Child], pgid: i32) -> i32 {
+    let mut codes: Vec<Option<i32>> = vec![None; children.len()];
+    let mut first_failure: Option<(i32, std::time::Instant)> = None;
+    let mut termed = false;
+    loop {
+        for (c, code) in children.iter_mut().zip(codes.iter_mut()) {
+            if code.is_none() {
+                if let Ok(Some(s)) = c.try_wait() {
+                    let s = status_code(s);
+                    *code = Some(s);
+                    if s != 0 && first_failure.is_none() {
+                        first_failure = Some((s, std::time::Instant::now()));
+                    }
+                }
+            }
+        }
+        if codes.iter().all(Option::is_some) {
+            return first_failure.map_or(0, |(c, _)| c);
+        }
+        if let Some((_, at)) = first_failure {
+            if children.len() > 1 && at.elapsed() > 2 * RANK_FAILED_GRACE {
+                kill_group(pgid, libc::SIGKILL);
+            } else if children.len() > 1 && at.elapsed() > RANK_FAILED_GRACE && !termed {
+                crate::say("collbench: a rank failed; stopping the other ranks");
+                kill_group(pgid, libc::SIGTERM);
+                termed = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// One descriptor per rank connection: the soft open-files limit goes up to the hard one.

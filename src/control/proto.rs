@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::faults::{Fault, Target};
 
-/// The largest frame either side accepts; anything larger closes the connection.
+/// The largest frame the controller accepts; anything larger closes the connection.
 pub const MAX_FRAME: usize = 1 << 20;
+/// The largest frame an agent accepts from its controller (a rendezvous answer carries every
+/// rank's part).
+pub const MAX_ANSWER_FRAME: usize = 256 << 20;
 
 /// Environment variables a rank reads to find its controller.
 pub const ENV_ADDR: &str = "COLLBENCH_CONTROLLER";
@@ -173,10 +176,52 @@ pub enum ToController {
     NodeHeartbeat {
         ranks: Vec<(usize, Progress)>,
     },
+    /// This rank's part of the `seq`-th rendezvous collective (ranks started without mpirun);
+    /// `data` is base64.
+    Exchange {
+        seq: u64,
+        op: ExchangeOp,
+        data: String,
+    },
     /// The rank is done; nothing more follows.
     Goodbye {
         reason: String,
     },
+}
+
+/// A rendezvous collective the controller runs for ranks without MPI: it waits for every rank's
+/// part of one `seq`, then answers the ranks that want the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExchangeOp {
+    /// Every rank gets every part, in rank order.
+    AllGather,
+    /// `root` gets every part; the others get nothing.
+    Gather { root: usize },
+    /// Every rank gets `root`'s part.
+    Bcast { root: usize },
+    /// Parts are little-endian u64 arrays of one length, combined element-wise; `root` alone, or
+    /// every rank when None, gets the result.
+    Reduce { root: Option<usize>, reduce: Reduce },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduce {
+    Sum,
+    Max,
+    Min,
+}
+
+impl ExchangeOp {
+    /// Whether `rank` gets an answer to this exchange.
+    pub fn answers(&self, rank: usize) -> bool {
+        match *self {
+            ExchangeOp::AllGather | ExchangeOp::Bcast { .. } => true,
+            ExchangeOp::Gather { root } => rank == root,
+            ExchangeOp::Reduce { root, .. } => root.is_none_or(|r| r == rank),
+        }
+    }
 }
 
 fn one() -> u64 {
@@ -260,6 +305,12 @@ pub enum ToRank {
     Probe {
         peers: Vec<String>,
     },
+    /// The answer to rendezvous `seq`: the parts (base64) this rank asked for, or why it failed.
+    Exchanged {
+        seq: u64,
+        parts: Vec<String>,
+        error: Option<String>,
+    },
 }
 
 /// A fault as the timeline records it.
@@ -330,8 +381,8 @@ pub struct Detection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
-    TooLarge(usize),
+    #[error("frame of {0} bytes is over the {1}-byte limit")]
+    TooLarge(usize, usize),
     #[error("malformed message: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -357,13 +408,21 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), Fram
     Ok(())
 }
 
-/// Blocking frame read (the agent side).
+/// Blocking frame read of at most MAX_FRAME bytes.
 pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
+    read_frame_up_to(r, MAX_FRAME)
+}
+
+/// Blocking frame read of at most `limit` bytes (the agent side reads answers with a larger one).
+pub fn read_frame_up_to<T: for<'de> Deserialize<'de>>(
+    r: &mut impl Read,
+    limit: usize,
+) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+    if len > limit {
+        return Err(FrameError::TooLarge(len, limit));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
@@ -451,7 +510,7 @@ mod tests {
         big.extend_from_slice(b"{}");
         assert!(matches!(
             read_frame::<ToController>(&mut &big[..]),
-            Err(FrameError::TooLarge(_))
+            Err(FrameError::TooLarge(..))
         ));
         let mut junk = 5u32.to_be_bytes().to_vec();
         junk.extend_from_slice(b"nope!");

@@ -231,6 +231,18 @@ pub struct FaultPlan {
 }
 
 impl FaultPlan {
+    /// No faults: the controller only watches the ranks (and is their rendezvous).
+    pub fn watch_only(stall: Duration) -> FaultPlan {
+        FaultPlan {
+            file: PathBuf::from("(no fault plan)"),
+            heartbeat: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(10),
+            stall,
+            abort_after: Duration::from_secs(5),
+            faults: Vec::new(),
+        }
+    }
+
     pub fn needs_privilege(&self) -> bool {
         self.faults.iter().any(|f| f.kind.is_link())
     }

@@ -17,7 +17,7 @@ use super::watchdog::Watchdog;
 use super::RunError;
 use crate::backend::mpi::MpiBackend;
 use crate::backend::{Backend, Call};
-use crate::bootstrap::MpiWorld;
+use crate::bootstrap::World;
 use crate::ffi::mpi::{self as mpic, MPI_Comm};
 use crate::plan::{Collective, DType, Placement, RedOp};
 
@@ -142,7 +142,8 @@ fn time_pair(
 }
 
 struct Ctx<'a> {
-    world: &'a MpiWorld,
+    world: &'a World,
+    comm: MPI_Comm,
     watchdog: &'a Watchdog,
     node_of_rank: Vec<usize>,
     bytes: u64,
@@ -185,7 +186,7 @@ impl Ctx<'_> {
         let me = self.node_of_rank[self.world.rank];
         let color = pairs.iter().position(|&(a, b)| a == me || b == me);
         self.watchdog.arm("localization round", None);
-        let sub = mpic::comm_split(self.world.comm(), color.map(|c| c as u32), self.world.rank)?;
+        let sub = mpic::comm_split(self.comm, color.map(|c| c as u32), self.world.rank)?;
         let mut times = vec![0u64; pairs.len()];
         if let (Some(sub), Some(c)) = (sub, color) {
             if let Some(t) = time_pair(sub, self.bytes, self.iters, self.slow)? {
@@ -194,10 +195,10 @@ impl Ctx<'_> {
             mpic::comm_free(sub)?;
         }
         // Ranks done (or without a pair) nap, so the cores go to the pairs still timing.
-        mpic::napping_barrier(self.world.comm(), Duration::from_micros(200))?;
+        mpic::napping_barrier(self.comm, Duration::from_micros(200))?;
         // SAFETY: reading MPI's predefined op handle.
         let sum = unsafe { mpi::ffi::RSMPI_SUM };
-        let all = mpic::allreduce_u64s(self.world.comm(), &times, sum)?;
+        let all = mpic::allreduce_u64s(self.comm, &times, sum)?;
         self.watchdog.disarm();
         Ok(all)
     }
@@ -205,17 +206,22 @@ impl Ctx<'_> {
 
 /// Every rank calls this after the sweep; all of them get the same answer.
 pub fn run(
-    world: &MpiWorld,
+    world: &World,
     watchdog: &Watchdog,
     bytes: u64,
     iters: u32,
     factor: f64,
     slow: Option<Duration>,
 ) -> Result<Localization, RunError> {
+    let comm = world.group().mpi().ok_or_else(|| {
+        RunError::Unsupported(
+            "--localize needs an MPI world: start the ranks with mpirun (--backend mpi)".into(),
+        )
+    })?;
     // Every rank learns every rank's host, in rank order.
     let me = crate::bootstrap::hostname();
     watchdog.arm("localization: exchanging host names", None);
-    let gathered = mpic::gather_bytes(world.comm(), 0, me.as_bytes())?;
+    let gathered = mpic::gather_bytes(comm, 0, me.as_bytes())?;
     let mut joined = gathered
         .map(|v| {
             v.iter()
@@ -225,7 +231,7 @@ pub fn run(
         })
         .unwrap_or_default()
         .into_bytes();
-    mpic::bcast_bytes(world.comm(), 0, &mut joined)?;
+    mpic::bcast_bytes(comm, 0, &mut joined)?;
     watchdog.disarm();
     let hosts: Vec<String> = String::from_utf8_lossy(&joined)
         .split('\n')
@@ -243,6 +249,7 @@ pub fn run(
         .collect();
     let ctx = Ctx {
         world,
+        comm,
         watchdog,
         node_of_rank,
         bytes,

@@ -15,8 +15,8 @@ pub mod watchdog;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::backend::{Backend, BackendError, Call, Phase};
-use crate::bootstrap::MpiWorld;
-use crate::ffi::mpi::{self as mpic, MpiError};
+use crate::bootstrap::group::{Extreme, GroupError};
+use crate::bootstrap::World;
 use crate::metrics::{self, HistogramError, LatencyHistogram, RankSummary, Record};
 use crate::plan::{Collective, RedOp, Shape, SweepPlan};
 use watchdog::Watchdog;
@@ -26,11 +26,16 @@ pub enum RunError {
     #[error("{0}")]
     Backend(#[from] BackendError),
     #[error("{0}")]
-    Mpi(#[from] MpiError),
+    Group(#[from] GroupError),
+    #[error("{0}")]
+    Mpi(#[from] crate::ffi::mpi::MpiError),
     #[error("merging histograms: {0}")]
     Histogram(#[from] HistogramError),
     #[error("writing results: {0}")]
     Export(String),
+    /// Something this world cannot do (e.g. MPI sub-communicators without MPI).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// One rank's measurement of one call.
@@ -55,7 +60,7 @@ pub struct SweepOutcome {
 pub fn run_sweep<B: Backend + ?Sized>(
     plan: &SweepPlan,
     backend: &mut B,
-    world: &MpiWorld,
+    world: &World,
     watchdog: &Watchdog,
     mut on_step: impl FnMut(&[Record]) -> Result<(), RunError>,
 ) -> Result<SweepOutcome, RunError> {
@@ -72,14 +77,14 @@ pub fn run_sweep<B: Backend + ?Sized>(
         let mine = world.is_root()
             && (pass < plan.repeat || plan.run_for.is_some_and(|d| first_pass.elapsed() < d));
         watchdog.arm("agreeing on another pass", None);
-        let more = mpic::allreduce_sum_u64(world.comm(), mine as u64)?;
+        let more = world.group().allreduce_sum_u64(mine as u64)?;
         watchdog.disarm();
         if more == 0 {
             break;
         }
     }
     watchdog.arm("final agreement", None);
-    outcome.wrong_total = mpic::allreduce_sum_u64(world.comm(), outcome.wrong_total)?;
+    outcome.wrong_total = world.group().allreduce_sum_u64(outcome.wrong_total)?;
     watchdog.disarm();
     Ok(outcome)
 }
@@ -88,7 +93,7 @@ pub fn run_sweep<B: Backend + ?Sized>(
 fn sweep_pass<B: Backend + ?Sized>(
     plan: &SweepPlan,
     backend: &mut B,
-    world: &MpiWorld,
+    world: &World,
     watchdog: &Watchdog,
     on_step: &mut impl FnMut(&[Record]) -> Result<(), RunError>,
     outcome: &mut SweepOutcome,
@@ -128,7 +133,7 @@ fn sweep_pass<B: Backend + ?Sized>(
 fn measure<B: Backend + ?Sized>(
     plan: &SweepPlan,
     backend: &mut B,
-    world: &MpiWorld,
+    world: &World,
     watchdog: &Watchdog,
     call: &Call,
     bytes: u64,
@@ -250,13 +255,13 @@ fn measure<B: Backend + ?Sized>(
 /// Gathers every rank's measurement of one call to rank 0 and merges it into a record there.
 fn assemble(
     plan: &SweepPlan,
-    world: &MpiWorld,
+    world: &World,
     call: &Call,
     shape: Shape,
     m: &RankMeasurement,
     start: SystemTime,
 ) -> Result<Option<Record>, RunError> {
-    let comm = world.comm();
+    let group = world.group();
     let mut hist = LatencyHistogram::new();
     for &s in &m.samples {
         hist.record(s);
@@ -266,11 +271,9 @@ fn assemble(
     payload.extend_from_slice(&m.wrong.to_le_bytes());
     payload.extend_from_slice(&m.wrong_source.map_or(u64::MAX, |s| s as u64).to_le_bytes());
     payload.extend_from_slice(&hist.to_bytes());
-    let gathered = mpic::gather_bytes(comm, 0, &payload)?;
-    // SAFETY: reading MPI's predefined op handles.
-    let (max_op, min_op) = unsafe { (mpi::ffi::RSMPI_MAX, mpi::ffi::RSMPI_MIN) };
-    let max = mpic::reduce_u64(comm, 0, &m.samples, max_op)?;
-    let min = mpic::reduce_u64(comm, 0, &m.samples, min_op)?;
+    let gathered = group.gather_bytes(0, &payload)?;
+    let max = group.reduce_u64(0, &m.samples, Extreme::Max)?;
+    let min = group.reduce_u64(0, &m.samples, Extreme::Min)?;
     let (Some(gathered), Some(max), Some(min)) = (gathered, max, min) else {
         return Ok(None);
     };

@@ -28,7 +28,24 @@ pub struct Watchdog {
 #[derive(Clone)]
 pub struct Progress(Arc<Shared>);
 
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress::new()
+    }
+}
+
 impl Progress {
+    /// Counters for a watchdog started later (`Watchdog::start_on`).
+    pub fn new() -> Progress {
+        Progress(Arc::new(Shared {
+            progress: AtomicU64::new(0),
+            armed: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            activity: Mutex::new((String::new(), None)),
+            iteration: AtomicU64::new(0),
+        }))
+    }
+
     #[inline]
     pub fn keepalive(&self) {
         self.0.progress.fetch_add(1, Ordering::Relaxed);
@@ -68,13 +85,17 @@ pub type OnExpiry = Box<dyn Fn(&str) + Send>;
 impl Watchdog {
     /// Starts the watch thread; `None` timeout gives a watchdog that never fires.
     pub fn start(rank: usize, timeout: Option<Duration>, on_expiry: OnExpiry) -> Watchdog {
-        let shared = Arc::new(Shared {
-            progress: AtomicU64::new(0),
-            armed: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            activity: Mutex::new((String::new(), None)),
-            iteration: AtomicU64::new(0),
-        });
+        Watchdog::start_on(Progress::new(), rank, timeout, on_expiry)
+    }
+
+    /// Starts the watch thread on counters already handed out (to an agent started earlier).
+    pub fn start_on(
+        progress: Progress,
+        rank: usize,
+        timeout: Option<Duration>,
+        on_expiry: OnExpiry,
+    ) -> Watchdog {
+        let shared = progress.0;
         let thread = timeout.map(|timeout| {
             let s = shared.clone();
             std::thread::Builder::new()
