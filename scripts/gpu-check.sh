@@ -2,7 +2,8 @@
 # The nccl backend's GPU check, in one go (about 2-4 minutes on one H100/H200):
 #   1. one rank, all_reduce and all_to_all, 8 B .. 1 GiB, --backend nccl, correctness on;
 #   2. four ranks on GPU 0, each with its own NCCL_HOSTID, correctness on, labelled
-#      "functional, not performance";
+#      "functional, not performance"; under mpirun, then (2b) started by `collbench local`
+#      one process per rank, meeting through its controller;
 #   3. the GPU tests of tests/nccl_backend.rs with COLLBENCH_REQUIRE_GPU=1 (absence fails), from a
 #      prebuilt test binary (--test-bin, or found under target/*/deps), else via cargo if present;
 #   4. with --nccl-tests DIR: nccl-tests' all_reduce_perf and collbench on the same sizes and
@@ -136,6 +137,16 @@ if timeout 200 "$MPIRUN" -np 4 "${MPI_ARGS[@]}" "$BIN" bench --backend nccl --gp
     check_run "$OUT/four-ranks/run.json" shared || fail "four ranks on one GPU: run.json checks"
 else
     fail "four ranks on one GPU exited $?"
+fi
+
+step "2b. four ranks on GPU 0 without mpirun (collbench local: one process per rank, the controller as rendezvous)"
+if timeout 200 "$BIN" local --np 4 --backend nccl --gpu 0 \
+        -b 8 -e 16M -f 4 -n 5 -w 1 --op all_reduce,all_to_all \
+        --timeout 60s --out "$OUT/four-direct" | tee "$OUT/four-direct.txt"; then
+    check_run "$OUT/four-direct/run.json" shared || fail "four ranks without mpirun: run.json checks"
+    grep -q '"launcher": "collbench"' "$OUT/four-direct/run.json" || fail "four ranks without mpirun: launcher is not collbench"
+else
+    fail "four ranks without mpirun exited $?"
 fi
 
 step "3. GPU tests (tests/nccl_backend.rs, COLLBENCH_REQUIRE_GPU=1)"

@@ -239,6 +239,18 @@ fn controller_of(args: &BenchArgs) -> Result<Option<(control::proto::Addr, Strin
 fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     let controller = controller_of(&args)?;
     let env = LauncherEnv::from_env();
+    if env.without_mpi() && controller.is_none() {
+        return Err(Failure::BadInput(format!(
+            "rank {} of {} was started without mpirun ({} set) and has no controller to meet the others through; \
+             start the ranks with `collbench local --backend nccl` or mpirun, or pass --controller ADDR",
+            env.rank.unwrap_or(0),
+            env.world.unwrap_or(1),
+            match env.launcher {
+                bootstrap::Launcher::Collbench => "COLLBENCH_RANK",
+                _ => "RANK and WORLD_SIZE",
+            }
+        )));
+    }
     let choice = BackendChoice::probe(args.sweep.backend);
     let facts = choice.facts(env.local_size.unwrap_or(1) as u64);
     let mut plan = choice.resolve(&args.sweep, facts)?;
@@ -276,11 +288,9 @@ fn bench_without_mpi(
 ) -> Result<Outcome, Failure> {
     let (rank, size) = (env.rank.unwrap_or(0), env.world.unwrap_or(1));
     let Some((addr, secret)) = controller else {
-        return Err(Failure::BadInput(format!(
-            "rank {rank} of {size} was started without mpirun ({:?} variables) and has no controller to meet the others through; \
-             start the ranks with `collbench local --backend nccl`, under mpirun, or pass --controller ADDR",
-            env.launcher
-        )));
+        return Err(Failure::BadInput(
+            "ranks started without mpirun need --controller ADDR".into(),
+        ));
     };
     if plan.backend != BackendKind::Nccl {
         return Err(Failure::BadInput(format!(

@@ -235,3 +235,48 @@ fn one_failed_rank_ends_the_others_and_gives_its_status() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+fn bench_without_mpirun(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_collbench"))
+        .arg("bench")
+        .args(args)
+        .env("COLLBENCH_RANK", "0")
+        .env("COLLBENCH_WORLD_SIZE", "2")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_rank_started_without_mpirun_needs_a_controller_and_nccl() {
+    let (code, err) = bench_without_mpirun(&["-b", "8", "-e", "8"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no controller") && err.contains("--controller"),
+        "{err}"
+    );
+
+    let (code, err) = bench_without_mpirun(
+        &[
+            "--backend",
+            "mpi",
+            "--controller",
+            "127.0.0.1:9",
+            "-b",
+            "8",
+            "-e",
+            "8",
+        ],
+        &[("COLLBENCH_SECRET", "x")],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--backend mpi") && err.contains("mpirun"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
