@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what collbench needs to build and run on Debian/Ubuntu: OpenMPI (mpirun, mpicc and
-# headers), libclang for the mpi crate's bindgen, a C compiler, iproute2/nftables/ping for link faults
+# headers), libclang for the mpi crate's bindgen, a C compiler, iproute2/nftables/iptables/ping for link faults
 # and the virtual cluster. Skips what is already there.
 set -euo pipefail
 
@@ -12,6 +12,8 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 # Link faults and the virtual cluster (scripts/vcluster): ip/tc, nft, ping, unshare.
 command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+# A delay fault without netem queues packets to collbench's delayer with an iptables NFQUEUE rule.
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 # The report tests render report.html in headless Chromium; only the test path asks for it.

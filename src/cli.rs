@@ -48,6 +48,19 @@ pub enum Command {
     /// Internal: send a signal to a pid after a delay (the agent's timer for a hang it put on itself).
     #[command(name = "lease-timer", hide = true)]
     LeaseTimer(LeaseTimerArgs),
+    /// Internal: hold each packet of an NFQUEUE for a delay (a delay fault where netem is missing).
+    #[command(hide = true)]
+    Delayer(DelayerArgs),
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct DelayerArgs {
+    #[arg(long)]
+    pub queue: u16,
+    #[arg(long = "delay-us")]
+    pub delay_us: u64,
+    #[arg(long = "jitter-us")]
+    pub jitter_us: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]

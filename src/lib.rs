@@ -83,6 +83,7 @@ pub fn run(command: Command) -> Result<Outcome, Failure> {
         Command::ImportNcclTests(args) => report::commands::import_nccl_tests(args),
         Command::Controller(args) => control::commands::controller(args),
         Command::LeaseTimer(args) => control::commands::lease_timer(args),
+        Command::Delayer(args) => control::delayer::run(&args),
     }
 }
 

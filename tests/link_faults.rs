@@ -203,7 +203,7 @@ fn down_cuts_the_link_and_revert_restores_it() {
     let c = Cluster::up(2);
     assert!(c.reaches_soon(1, c.addr(2)), "cluster not connected");
     let f = Fault::Down { iface: eth0() };
-    let lease = link::apply(&f, &c.at(1)).expect("apply down");
+    let (lease, _delayer) = link::apply(&f, &c.at(1)).expect("apply down");
     assert!(!c.reaches(1, c.addr(2)), "ping crossed a downed link");
     assert!(!c.reaches(2, c.addr(1)), "ping reached a downed host");
     let plan = link::heal_plan(&c.at(1)).unwrap();
@@ -231,7 +231,7 @@ fn loss_drops_some_packets_not_all() {
         percent: Percent::parse("50%").unwrap(),
         seed: None,
     };
-    let lease = link::apply(&f, &c.at(1)).expect("apply loss");
+    let (lease, _delayer) = link::apply(&f, &c.at(1)).expect("apply loss");
     // 50% each way: a reply comes back for 1 in 4; 0 or 40 of 40 has odds below 1e-4.
     let p = c.ping(1, c.addr(2), 40, "0.05", 56);
     assert_eq!(p.sent, 40);
@@ -288,7 +288,7 @@ fn rate_limit_throttles_a_burst() {
         rate: BitRate::parse("1mbit").unwrap(),
         burst: None,
     };
-    let lease = link::apply(&f, &c.at(1)).expect("apply rate");
+    let (lease, _delayer) = link::apply(&f, &c.at(1)).expect("apply rate");
     let shown = tc_show(&c, 1);
     assert!(
         shown.contains("tbf cb01: root") && shown.contains("rate 1Mbit"),
@@ -327,7 +327,7 @@ fn partition_cuts_one_peer_only() {
         iface: eth0(),
         peers: vec![Ipv4Cidr::from(c.addr(2))],
     };
-    let lease = link::apply(&f, &c.at(1)).expect("apply partition");
+    let (lease, _delayer) = link::apply(&f, &c.at(1)).expect("apply partition");
     assert!(!c.reaches(1, c.addr(2)), "h1 reached its partitioned peer");
     assert!(!c.reaches(2, c.addr(1)), "the partitioned peer reached h1");
     assert!(
@@ -345,43 +345,77 @@ fn partition_cuts_one_peer_only() {
     c.assert_clean(1);
 }
 
+/// Round-trip time of one ping from host `from` to `to`, in ms.
+fn rtt_ms(c: &Cluster, from: usize, to: Ipv4Addr) -> f64 {
+    let p = c.ping(from, to, 3, "0.2", 56);
+    assert_eq!(p.received, 3, "ping lost packets: {p:?}");
+    p.avg_rtt_ms
+}
+
+/// netem where the kernel has it, else the NFQUEUE delayer (this kernel: no netem).
 #[test]
-fn delay_is_refused_without_netem_and_applied_with_it() {
+fn delay_holds_egress_for_its_time_and_revert_ends_it() {
     need_root!();
     let c = Cluster::up(2);
+    assert!(c.reaches_soon(1, c.addr(2)), "cluster not connected");
+    let queue = link::delay_queue_for(&eth0()).expect("netem probe");
     let f = Fault::Delay {
         iface: eth0(),
-        delay: Duration::from_millis(100),
+        delay: Duration::from_millis(30),
         jitter: None,
+        queue,
     };
-    if link::netem_available().expect("netem probe") {
-        let lease = link::apply(&f, &c.at(1)).expect("apply delay");
-        assert!(tc_show(&c, 1).contains("netem cb02:"));
-        let o = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &c.host(1),
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            &c.addr(2).to_string(),
-        ]));
-        let out = expect_ok(&o, "ping");
-        let ms: f64 = out
-            .split("time=")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|s| s.parse().ok())
-            .expect("ping time");
-        assert!(ms >= 100.0, "rtt {ms} ms under a 100 ms delay");
-        assert_eq!(link::revert(&lease).unwrap(), Reverted::Done);
-    } else {
-        let e = link::apply(&f, &c.at(1)).unwrap_err();
-        assert_eq!(e, LinkError::Unsupported(link::NETEM_MISSING.to_string()));
-        assert!(!tc_show(&c, 1).contains("netem"));
+    let lease = link::Lease::with_program(f, c.at(1), Path::new(env!("CARGO_BIN_EXE_collbench")));
+    assert_eq!(lease.daemon.is_some(), queue.is_some());
+    let before = rtt_ms(&c, 1, c.addr(2));
+    let mut daemon = link::apply_lease(&lease).expect("apply delay");
+    let during = rtt_ms(&c, 1, c.addr(2));
+    // Egress of h1 only: the echo request waits, the reply does not.
+    assert!(
+        (30.0..55.0).contains(&during),
+        "rtt {during} ms under a 30 ms delay (before: {before} ms)"
+    );
+    // The other direction's traffic (h2 -> h1 requests) is delayed only on its reply.
+    let back = rtt_ms(&c, 2, c.addr(1));
+    assert!(
+        back >= 30.0,
+        "rtt {back} ms from h2 (h1's replies leave through the delay)"
+    );
+    assert_eq!(link::revert(&lease).unwrap(), Reverted::Done);
+    if let Some(d) = daemon.as_mut() {
+        d.stop();
     }
+    let after = rtt_ms(&c, 1, c.addr(2));
+    assert!(after < 10.0, "rtt {after} ms after the revert");
+    c.assert_clean(1);
+}
+
+#[test]
+fn a_delay_whose_delayer_dies_lets_traffic_pass_and_heal_removes_its_rule() {
+    need_root!();
+    let c = Cluster::up(2);
+    let Some(queue) = link::delay_queue_for(&eth0()).expect("netem probe") else {
+        eprintln!("SKIP: this kernel has netem; the NFQUEUE delayer is not used");
+        return;
+    };
+    assert!(c.reaches_soon(1, c.addr(2)), "cluster not connected");
+    let f = Fault::Delay {
+        iface: eth0(),
+        delay: Duration::from_millis(200),
+        jitter: None,
+        queue: Some(queue),
+    };
+    let lease = link::Lease::with_program(f, c.at(1), Path::new(env!("CARGO_BIN_EXE_collbench")));
+    let daemon = link::apply_lease(&lease).expect("apply delay");
+    assert!(rtt_ms(&c, 1, c.addr(2)) >= 200.0);
+    drop(daemon);
+    // The rule is still there, with no delayer: --queue-bypass lets packets through at once.
+    let plan = link::heal_plan(&c.at(1)).unwrap();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert!(rtt_ms(&c, 1, c.addr(2)) < 10.0);
+    let o =
+        run(Command::new(env!("CARGO_BIN_EXE_collbench")).args(["heal", "--netns", &c.host(1)]));
+    expect_ok(&o, "collbench heal");
     c.assert_clean(1);
 }
 
@@ -743,6 +777,48 @@ fn timing_ten_percent_loss_shifts_p99_and_its_host_is_named() {
     assert_eq!(f["detected"]["mechanism"], "retransmits", "{f}");
     assert_eq!(f["detected"]["host"], c.host(2), "{f}");
     assert!(f["reverted_at_s"].is_number());
+    assert_hosts_clean(&c, 4);
+}
+
+/// A delay on one host's link (netem where the kernel has it, else the NFQUEUE delayer the agent
+/// starts): every call waits for it while it holds, and not after.
+#[test]
+fn a_delay_on_one_host_slows_every_call_while_it_holds() {
+    need_root!();
+    let c = Cluster::up(4);
+    let (_tmp, out) = common::fresh_out();
+    let plan = format!(
+        "[run]\nheartbeat = \"200ms\"\nstall = \"5s\"\n\n\
+         [[fault]]\nkind = \"delay\"\ntarget = \"link:{}/eth0\"\nstart = \"1500ms\"\nduration = \"2s\"\ndelay = \"20ms\"\n",
+        c.host(2)
+    );
+    let sweep = [
+        "-b",
+        "8",
+        "-e",
+        "8",
+        "-n",
+        "10",
+        "--op",
+        "all_reduce",
+        "--run-for",
+        "5s",
+    ];
+    let (code, log) = controller_run(&c, &plan, &sweep, &out);
+    assert_eq!(code, Some(0), "{log}");
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    let f = &doc["faults"][0];
+    assert_eq!(f["outcome"], "completed", "{f}\n{log}");
+    assert!(f["reverted_at_s"].is_number(), "{f}");
+    let ph = &f["phases"];
+    let p50 = |p: &str| {
+        ph[p]["p50_us"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {p} phase: {f}"))
+    };
+    assert!(p50("during") >= 15_000.0, "p50 during a 20 ms delay: {ph}");
+    assert!(p50("before") < 5_000.0 && p50("after") < 5_000.0, "{ph}");
     assert_hosts_clean(&c, 4);
 }
 

@@ -488,7 +488,7 @@ fn timing_localize_names_the_host_behind_a_rate_limited_link() {
         rate: BitRate::parse("100mbit").unwrap(),
         burst: None,
     };
-    let lease = link::apply(&fault, &at).expect("rate-limit h2's eth0");
+    let (lease, _delayer) = link::apply(&fault, &at).expect("rate-limit h2's eth0");
     let topo = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/vcluster-cpu.toml");
     let (_t, out) = fresh_out();
     let o = c.mpirun(

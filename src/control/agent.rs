@@ -115,7 +115,9 @@ struct Held {
 
 enum HeldKind {
     Slow,
-    Link(link::Lease),
+    /// A link fault, with the process it needs while it holds (the delayer), stopped after the
+    /// revert.
+    Link(link::Lease, Option<link::Daemon>),
     /// A down/up schedule on one interface; `next` indexes the next event.
     Flap {
         lease: link::Lease,
@@ -475,9 +477,15 @@ fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u6
                                 ),
                             );
                             match link::apply_lease(&lease) {
-                                Ok(()) => {
-                                    applied(lease.revert.to_string());
-                                    hold(shared, id, until, HeldKind::Link(lease));
+                                Ok(daemon) => {
+                                    let revert = match &daemon {
+                                        Some(_) => {
+                                            format!("{}, then the delayer stops", lease.revert)
+                                        }
+                                        None => lease.revert.to_string(),
+                                    };
+                                    applied(revert);
+                                    hold(shared, id, until, HeldKind::Link(lease, daemon));
                                 }
                                 Err(e) => failed(shared, id, e.to_string()),
                             }
@@ -534,7 +542,7 @@ fn undo(shared: &Shared, h: Held) {
             shared.slow_ns.store(0, Ordering::Relaxed);
             Ok(())
         }
-        HeldKind::Link(lease) | HeldKind::Flap { lease, .. } => {
+        HeldKind::Link(lease, _) | HeldKind::Flap { lease, .. } => {
             say(
                 shared,
                 &format!("fault {}: reverting with `{}`", h.id, lease.revert),
@@ -542,6 +550,9 @@ fn undo(shared: &Shared, h: Held) {
             link::revert(lease).map(drop)
         }
     };
+    if let HeldKind::Link(_, Some(mut delayer)) = h.what {
+        delayer.stop();
+    }
     match result {
         Ok(()) => send(
             shared,
@@ -869,6 +880,7 @@ pub fn link_fault(spec: &LinkSpec) -> Result<(link::Fault, Option<Duration>), St
                 .collect::<Result<_, _>>()?,
         },
         "delay" => link::Fault::Delay {
+            queue: link::delay_queue_for(&iface).map_err(e)?,
             iface,
             delay: Duration::from_micros(spec.delay_us.ok_or("a delay fault needs a delay")?),
             jitter: None,

@@ -29,8 +29,10 @@ pub const HANDLE_MAJORS: RangeInclusive<u32> = 0xcb00..=0xcbff;
 /// tbf's latency bound: packets that would wait longer are dropped.
 pub const TBF_LATENCY: &str = "50ms";
 pub const NETEM_MISSING: &str =
-    "delay needs the kernel's netem qdisc (sch_netem), which this kernel lacks; \
-use loss or rate, or run on a kernel with netem";
+    "delay needs the kernel's netem qdisc (sch_netem) or NFQUEUE (nfnetlink_queue), and this kernel \
+has neither; use loss or rate, or run on a kernel with either";
+/// NFQUEUE numbers of collbench's userspace delayer: this base plus a byte from the interface name.
+pub const QUEUE_BASE: u16 = 0xcb00;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -137,6 +139,7 @@ fn install_hint(program: &str) -> &'static str {
         "nft" => " (apt-get install nftables)",
         "ip" | "tc" => " (apt-get install iproute2)",
         "unshare" => " (apt-get install util-linux)",
+        "iptables" => " (apt-get install iptables)",
         _ => "",
     }
 }
@@ -503,14 +506,23 @@ impl Where {
     }
 
     pub fn nft<S: Into<String>>(&self, args: impl IntoIterator<Item = S>) -> Argv {
+        self.exec_in("nft", args)
+    }
+
+    pub fn iptables<S: Into<String>>(&self, args: impl IntoIterator<Item = S>) -> Argv {
+        self.exec_in("iptables", args)
+    }
+
+    /// `program args` here, or through `ip netns exec` for a program without a namespace flag.
+    fn exec_in<S: Into<String>>(&self, program: &str, args: impl IntoIterator<Item = S>) -> Argv {
         match self {
-            Where::Local => Argv::new("nft", args),
+            Where::Local => Argv::new(program, args),
             Where::Netns(ns) => {
                 let mut v = vec![
                     "netns".to_string(),
                     "exec".to_string(),
                     ns.0.clone(),
-                    "nft".to_string(),
+                    program.to_string(),
                 ];
                 v.extend(args.into_iter().map(Into::into));
                 Argv::new("ip", v)
@@ -560,11 +572,16 @@ pub enum Fault {
         iface: IfaceName,
         peers: Vec<Ipv4Cidr>,
     },
-    /// Egress of the interface is delayed (tc netem), where the kernel has netem.
+    /// Egress of the interface is delayed: by tc netem where the kernel has it (`queue` None),
+    /// else by an iptables rule (mangle POSTROUTING, NFQUEUE target: the kernel's nftables
+    /// `queue` expression is often not built) that queues the packets to NFQUEUE `queue`, where
+    /// collbench's delayer process holds each for the delay (`--queue-bypass`: with no delayer,
+    /// packets pass).
     Delay {
         iface: IfaceName,
         delay: Duration,
         jitter: Option<Duration>,
+        queue: Option<u16>,
     },
 }
 
@@ -661,10 +678,14 @@ impl fmt::Display for Fault {
                 iface,
                 delay,
                 jitter,
+                queue,
             } => {
                 write!(f, "delay {} on {iface}", humantime::format_duration(*delay))?;
                 if let Some(j) = jitter {
                     write!(f, " ± {}", humantime::format_duration(*j))?;
+                }
+                if let Some(q) = queue {
+                    write!(f, " (NFQUEUE {q})")?;
                 }
                 Ok(())
             }
@@ -765,6 +786,7 @@ pub fn apply_argv(fault: &Fault, at: &Where) -> Argv {
             "latency",
             TBF_LATENCY,
         ]),
+        Fault::Delay { queue: Some(q), .. } => at.iptables(queue_rule("-A", dev, *q)),
         Fault::Delay { delay, jitter, .. } => {
             let mut a = words(&[
                 "qdisc",
@@ -784,11 +806,50 @@ pub fn apply_argv(fault: &Fault, at: &Where) -> Argv {
     }
 }
 
+/// The interface and queue of a line of `iptables -S` that is exactly a rule `queue_rule` added.
+fn our_queue_rule(line: &str) -> Option<(IfaceName, u16)> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let ["-A", "POSTROUTING", "-o", dev, "-m", "comment", "--comment", c, "-j", "NFQUEUE", "--queue-num", q, "--queue-bypass"] =
+        w.as_slice()
+    else {
+        return None;
+    };
+    if *c != RULE_COMMENT {
+        return None;
+    }
+    let q: u16 = q.parse().ok()?;
+    (q & 0xff00 == QUEUE_BASE).then_some(())?;
+    Some((IfaceName::parse(dev).ok()?, q))
+}
+
+/// iptables words that add (`-A`) or delete (`-D`) the rule queueing `dev`'s egress to queue `q`.
+fn queue_rule(op: &str, dev: &str, q: u16) -> Vec<String> {
+    words(&[
+        "-w",
+        "-t",
+        "mangle",
+        op,
+        "POSTROUTING",
+        "-o",
+        dev,
+        "-m",
+        "comment",
+        "--comment",
+        RULE_COMMENT,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        &q.to_string(),
+        "--queue-bypass",
+    ])
+}
+
 /// The one command that reverts the fault in `at` (pure: known before the apply runs).
 pub fn revert_argv(fault: &Fault, at: &Where) -> Argv {
     let dev = fault.iface().as_str();
     match fault {
         Fault::Down { .. } => at.ip(["link", "set", "dev", dev, "up", "alias", ""]),
+        Fault::Delay { queue: Some(q), .. } => at.iptables(queue_rule("-D", dev, *q)),
         Fault::Loss { .. } | Fault::Partition { .. } => at.nft([
             "delete".to_string(),
             "table".to_string(),
@@ -810,6 +871,9 @@ fn already_gone(fault: &Fault, stderr: &str) -> bool {
     let gone_here: &[&str] = match fault {
         Fault::Down { .. } => &[],
         Fault::Loss { .. } | Fault::Partition { .. } => &["No such file or directory"],
+        Fault::Delay { queue: Some(_), .. } => {
+            &["does a matching rule exist", "No chain/target/match"]
+        }
         Fault::Rate { .. } | Fault::Delay { .. } => {
             &["Invalid handle", "Cannot find specified qdisc"]
         }
@@ -859,10 +923,68 @@ pub fn check(fault: &Fault, at: &Where) -> Result<(), LinkError> {
         }
     }
     fault.iface().must_exist(at)?;
-    if matches!(fault, Fault::Delay { .. }) && !netem_available()? {
+    if matches!(fault, Fault::Delay { queue: None, .. }) && !netem_available()? {
+        return Err(LinkError::Unsupported(NETEM_MISSING.to_string()));
+    }
+    if matches!(fault, Fault::Delay { queue: Some(_), .. }) && !nfqueue_available() {
         return Err(LinkError::Unsupported(NETEM_MISSING.to_string()));
     }
     Ok(())
+}
+
+/// Whether the kernel can queue packets to userspace (nfnetlink_queue loaded or built in).
+pub fn nfqueue_available() -> bool {
+    Path::new("/proc/net/netfilter/nfnetlink_queue").exists()
+}
+
+/// How a delay on `iface` is made here: netem where the kernel has it, else the NFQUEUE delayer
+/// on a queue number derived from the interface name.
+pub fn delay_queue_for(iface: &IfaceName) -> Result<Option<u16>, LinkError> {
+    if netem_available()? {
+        return Ok(None);
+    }
+    let byte = iface
+        .as_str()
+        .bytes()
+        .fold(0u8, |h, b| h.rotate_left(3) ^ b);
+    Ok(Some(QUEUE_BASE | u16::from(byte)))
+}
+
+/// The process a fault needs while it holds (the NFQUEUE delayer), run in the fault's place.
+pub fn daemon_argv(fault: &Fault, at: &Where, program: &Path) -> Option<Argv> {
+    let Fault::Delay {
+        delay,
+        jitter,
+        queue: Some(q),
+        ..
+    } = fault
+    else {
+        return None;
+    };
+    let mut args = vec![
+        "delayer".to_string(),
+        "--queue".to_string(),
+        q.to_string(),
+        "--delay-us".to_string(),
+        delay.as_micros().max(1).to_string(),
+    ];
+    if let Some(j) = jitter {
+        args.extend(["--jitter-us".to_string(), j.as_micros().to_string()]);
+    }
+    let program = program.display().to_string();
+    Some(match at {
+        Where::Local => Argv::new(&program, args),
+        Where::Netns(ns) => {
+            let mut all = vec![
+                "netns".to_string(),
+                "exec".to_string(),
+                ns.as_str().to_string(),
+                program,
+            ];
+            all.extend(args);
+            Argv::new("ip", all)
+        }
+    })
 }
 
 /// A fault in a place with the commands that apply and revert it; the revert is known before
@@ -873,30 +995,128 @@ pub struct Lease {
     pub at: Where,
     pub apply: Argv,
     pub revert: Argv,
+    /// A process that must run while the fault holds (the delayer), started after `apply`.
+    pub daemon: Option<Argv>,
 }
 
 impl Lease {
+    /// The lease of `fault` in `at`; its daemon, if it needs one, is this executable.
     pub fn new(fault: Fault, at: Where) -> Lease {
+        let program = std::env::current_exe().unwrap_or_else(|_| "collbench".into());
+        Lease::with_program(fault, at, &program)
+    }
+
+    /// The lease, with `program` (a collbench binary) as its daemon.
+    pub fn with_program(fault: Fault, at: Where, program: &Path) -> Lease {
         Lease {
             apply: apply_argv(&fault, &at),
             revert: revert_argv(&fault, &at),
+            daemon: daemon_argv(&fault, &at, program),
             fault,
             at,
         }
     }
 }
 
-/// Checks the fault, then applies it; the lease returned holds the revert.
-pub fn apply(fault: &Fault, at: &Where) -> Result<Lease, LinkError> {
-    let lease = Lease::new(fault.clone(), at.clone());
-    apply_lease(&lease)?;
-    Ok(lease)
+/// A fault's running process, stopped (SIGTERM, then SIGKILL after 2 s) when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: std::process::Child,
+    argv: String,
 }
 
-/// Applies an already recorded lease (checks first).
-pub fn apply_lease(lease: &Lease) -> Result<(), LinkError> {
+/// A started daemon prints this line once it holds what it needs (the queue is bound).
+pub const DAEMON_READY: &str = "collbench-daemon-ready";
+
+impl Daemon {
+    /// Starts `argv` and waits (up to 3 s) for its ready line; its stderr comes back on failure.
+    pub fn start(argv: &Argv) -> Result<Daemon, LinkError> {
+        let mut child = Command::new(&argv.program)
+            .args(&argv.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| LinkError::Spawn {
+                argv: argv.to_string(),
+                error: e.to_string(),
+            })?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(line);
+        });
+        let mut daemon = Daemon {
+            child,
+            argv: argv.to_string(),
+        };
+        match rx.recv_timeout(Duration::from_secs(3)) {
+            Ok(line) if line.trim() == DAEMON_READY => Ok(daemon),
+            _ => {
+                daemon.stop();
+                let mut stderr = String::new();
+                if let Some(mut e) = daemon.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+                }
+                Err(LinkError::Failed {
+                    argv: daemon.argv.clone(),
+                    status: "no ready line within 3s".into(),
+                    stderr: stderr.trim().to_string(),
+                })
+            }
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: signals our own child, not yet reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Checks the fault, then applies it; the lease returned holds the revert.
+pub fn apply(fault: &Fault, at: &Where) -> Result<(Lease, Option<Daemon>), LinkError> {
+    let lease = Lease::new(fault.clone(), at.clone());
+    let daemon = apply_lease(&lease)?;
+    Ok((lease, daemon))
+}
+
+/// Applies an already recorded lease (checks first) and starts its daemon; a daemon that does
+/// not come up undoes the apply.
+pub fn apply_lease(lease: &Lease) -> Result<Option<Daemon>, LinkError> {
     check(&lease.fault, &lease.at)?;
-    lease.apply.run().map(drop)
+    lease.apply.run()?;
+    match &lease.daemon {
+        None => Ok(None),
+        Some(argv) => match Daemon::start(argv) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) => {
+                let _ = revert(lease);
+                Err(e)
+            }
+        },
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1008,6 +1228,21 @@ pub fn heal_plan(at: &Where) -> Result<Vec<Argv>, LinkError> {
                 {
                     plan.push(at.nft(["delete", "table", family, name]));
                 }
+            }
+        }
+    }
+
+    let rules = at.iptables(["-w", "-t", "mangle", "-S", "POSTROUTING"]);
+    match rules.run() {
+        // No iptables: no rule of ours (a delay's queue rule) can be there.
+        Err(LinkError::Spawn { .. }) if matches!(at, Where::Local) => {}
+        Err(LinkError::Failed { stderr, .. })
+            if stderr.contains("exec of \"iptables\" failed")
+                || stderr.contains("Table does not exist") => {}
+        Err(e) => return Err(e),
+        Ok(text) => {
+            for (dev, q) in text.lines().filter_map(our_queue_rule) {
+                plan.push(at.iptables(queue_rule("-D", dev.as_str(), q)));
             }
         }
     }
@@ -1308,6 +1543,7 @@ mod tests {
             iface: eth0(),
             delay: Duration::from_micros(500),
             jitter: Some(Duration::from_micros(100)),
+            queue: None,
         };
         assert_eq!(
             apply_argv(&delay, &at).to_string(),
@@ -1317,6 +1553,41 @@ mod tests {
             revert_argv(&delay, &at).to_string(),
             "tc -n cb-h1 qdisc del dev eth0 root handle cb02:"
         );
+    }
+
+    #[test]
+    fn a_delay_without_netem_queues_to_the_delayer() {
+        let at = Where::Netns(NetnsName::parse("cb-h1").unwrap());
+        let delay = Fault::Delay {
+            iface: eth0(),
+            delay: Duration::from_millis(20),
+            jitter: Some(Duration::from_millis(1)),
+            queue: Some(QUEUE_BASE | 7),
+        };
+        let rule = "-m comment --comment collbench -j NFQUEUE --queue-num 51975 --queue-bypass";
+        assert_eq!(
+            apply_argv(&delay, &at).to_string(),
+            format!("ip netns exec cb-h1 iptables -w -t mangle -A POSTROUTING -o eth0 {rule}")
+        );
+        assert_eq!(
+            revert_argv(&delay, &at).to_string(),
+            format!("ip netns exec cb-h1 iptables -w -t mangle -D POSTROUTING -o eth0 {rule}")
+        );
+        let daemon = daemon_argv(&delay, &at, Path::new("/bin/collbench")).unwrap();
+        assert_eq!(
+            daemon.to_string(),
+            "ip netns exec cb-h1 /bin/collbench delayer --queue 51975 --delay-us 20000 --jitter-us 1000"
+        );
+        assert_eq!(
+            daemon_argv(&Fault::Down { iface: eth0() }, &at, Path::new("c")),
+            None
+        );
+        // heal deletes exactly the rules it can read as its own.
+        let ours = format!("-A POSTROUTING -o eth0 {rule}");
+        assert_eq!(our_queue_rule(&ours), Some((eth0(), QUEUE_BASE | 7)));
+        assert_eq!(our_queue_rule(&ours.replace("collbench", "other")), None);
+        assert_eq!(our_queue_rule(&ours.replace("51975", "7")), None);
+        assert_eq!(our_queue_rule("-P POSTROUTING ACCEPT"), None);
     }
 
     #[test]
@@ -1341,12 +1612,14 @@ mod tests {
             iface: eth0(),
             delay: Duration::from_millis(1),
             jitter: Some(Duration::from_millis(2)),
+            queue: None,
         };
         assert!(jittery.check_values().is_err());
         let zero = Fault::Delay {
             iface: eth0(),
             delay: Duration::ZERO,
             jitter: None,
+            queue: None,
         };
         assert!(zero.check_values().is_err());
     }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod commands;
 pub mod controller;
+pub mod delayer;
 pub mod heal;
 pub mod hooks;
 pub mod launch;
