@@ -238,6 +238,7 @@ fn controller_of(args: &BenchArgs) -> Result<Option<(control::proto::Addr, Strin
 
 fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     let controller = controller_of(&args)?;
+    control::relay::configure(args.sweep.relay);
     let env = LauncherEnv::from_env();
     let choice = BackendChoice::probe(args.sweep.backend);
     let facts = choice.facts(env.local_size.unwrap_or(1) as u64);
@@ -405,7 +406,7 @@ fn bench_in_world(
                 out_dir: world.is_root().then(|| out_dir.display().to_string()),
             };
             let started =
-                control::agent::Agent::start(&addr, &secret, identity, watchdog.progress());
+                control::relay::start_agent(&addr, &secret, identity, watchdog.progress());
             let failed = ffi::mpi::allreduce_sum_u64(comm, started.is_err() as u64)
                 .map_err(could_not_run)?;
             match started {

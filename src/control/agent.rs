@@ -141,6 +141,16 @@ pub struct Shared {
     stop: AtomicBool,
     said_goodbye: AtomicBool,
     identity: Identity,
+    /// The controller's heartbeat interval.
+    pub(super) heartbeat_ms: u64,
+    /// This rank relays its node (`relay.rs`): heartbeats, uploads and commands pass through it.
+    pub(super) relay: std::sync::OnceLock<Arc<super::relay::Relay>>,
+}
+
+impl Shared {
+    pub(super) fn identity(&self) -> &Identity {
+        &self.identity
+    }
 }
 
 pub struct Agent {
@@ -210,6 +220,8 @@ impl Agent {
             stop: AtomicBool::new(false),
             said_goodbye: AtomicBool::new(false),
             identity,
+            heartbeat_ms,
+            relay: std::sync::OnceLock::new(),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -255,6 +267,10 @@ impl Agent {
     }
 
     fn stop(&mut self, reason: &str) {
+        if let Some(r) = self.shared.relay.get() {
+            // Heartbeats go on while the node's other ranks finish through this relay.
+            r.finish();
+        }
         self.shared.stop.store(true, Ordering::Release);
         revert_all(&self.shared, "the rank is ending");
         goodbye(&self.shared, reason);
@@ -313,6 +329,9 @@ fn read_commands(shared: &Arc<Shared>, mut conn: Conn) {
                     );
                     revert_all(shared, "the controller is gone");
                 }
+                if let Some(r) = shared.relay.get() {
+                    r.controller_lost();
+                }
                 *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 return;
             }
@@ -323,6 +342,11 @@ fn read_commands(shared: &Arc<Shared>, mut conn: Conn) {
 fn handle(shared: &Arc<Shared>, msg: ToRank) {
     match msg {
         ToRank::Welcome { .. } => {}
+        ToRank::Relayed { rank, msg } => {
+            if let Some(r) = shared.relay.get() {
+                r.down(rank, &msg);
+            }
+        }
         ToRank::Apply {
             id,
             action,
@@ -584,23 +608,21 @@ fn beat(shared: &Arc<Shared>, progress: WatchProgress, every: Duration) {
             } else {
                 Vec::new()
             };
-            send(
-                shared,
-                &ToController::Heartbeat {
-                    retrans,
-                    progress: proto::Progress {
-                        ticks: s.ticks,
-                        activity: if s.armed {
-                            s.activity
-                        } else {
-                            "between calls".into()
-                        },
-                        op,
-                        size,
-                        iteration: s.iteration,
-                    },
+            let progress = proto::Progress {
+                ticks: s.ticks,
+                activity: if s.armed {
+                    s.activity
+                } else {
+                    "between calls".into()
                 },
-            );
+                op,
+                size,
+                iteration: s.iteration,
+            };
+            match shared.relay.get() {
+                Some(r) => r.node_heartbeat(progress, retrans),
+                None => send(shared, &ToController::Heartbeat { retrans, progress }),
+            }
             let now_links = link_states();
             for (iface, up) in &now_links {
                 let was_up = links.iter().find(|(i, _)| i == iface).map(|(_, u)| *u);

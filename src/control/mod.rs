@@ -9,4 +9,5 @@ pub mod hooks;
 pub mod launch;
 pub mod link;
 pub mod proto;
+pub mod relay;
 pub mod results;
