@@ -178,3 +178,23 @@ fn uploaded_histograms_equal_the_gathered_ones() {
         uploads_match_records(&out, relay);
     }
 }
+
+#[test]
+fn timing_a_hung_relayed_rank_is_named_by_missed_heartbeats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = out_dir(&tmp, "hang");
+    let p = plan(
+        tmp.path(),
+        "[[fault]]\nkind = \"hang\"\ntarget = \"rank:1\"\nstart = \"1s\"\nduration = \"2s\"\n",
+    );
+    let (code, log) = relayed(&p, &out, &["--run-for", "4s", "--relay", "node"]);
+    assert_eq!(code, 0, "{log}");
+    let doc = read_run(&out);
+    let f = &doc["faults"][0];
+    // The relay leaves a rank that sent it no heartbeat out of its node's heartbeat.
+    assert_eq!(f["detected"]["mechanism"], "missed_heartbeat", "{f}");
+    assert_eq!(f["detected"]["rank"], 1, "{f}");
+    assert!(f["detected"]["after_s"].as_f64().unwrap() < 2.0, "{f}");
+    assert_eq!(f["outcome"], "recovered", "{f}");
+    no_process_left(&out);
+}

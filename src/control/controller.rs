@@ -55,6 +55,8 @@ struct RankTx {
 }
 
 impl RankTx {
+    /// As `UnboundedSender::send`, so code written for a rank's sender works unchanged.
+    #[allow(clippy::result_large_err)]
     fn send(&self, msg: ToRank) -> Result<(), mpsc::error::SendError<ToRank>> {
         match self.relayed {
             None => self.tx.send(msg),
