@@ -1038,6 +1038,10 @@ fn register_members(
                 hello.world_size
             ));
         }
+        if rank == 0 {
+            st.timeline.out_dir = hello.out_dir.clone();
+        }
+        st.timeline.world_size = Some(hello.world_size);
         let (boot, ns) = identity();
         let local_pid = !boot.is_empty() && hello.boot_id == *boot && hello.pid_ns == *ns;
         st.insert_rank(
