@@ -297,6 +297,7 @@ async fn sim_inner(
                     .filter(|&&r| !(silent_now && r == sh.silent))
                     .map(|&r| (r, progress(r)))
                     .collect(),
+                retrans: Vec::new(),
             }
         } else if silent_now {
             continue;
@@ -324,6 +325,7 @@ async fn sim_inner(
     let mut bytes = frame(&if relay {
         ToController::NodeHeartbeat {
             ranks: members.iter().map(|&r| (r, progress(r))).collect(),
+            retrans: Vec::new(),
         }
     } else {
         ToController::Heartbeat {

@@ -329,6 +329,20 @@ pub struct SweepArgs {
     /// nodes, and name the culprit node or link in the verdict (needs --topology; MPI on host memory).
     #[arg(long)]
     pub localize: bool,
+    /// Under a controller: `node` makes each node's first local rank relay the others' control
+    /// traffic (one connection per node); `auto` does so above 256 ranks [env: COLLBENCH_RELAY].
+    #[arg(long, value_enum, default_value_t = RelayArg::Off)]
+    pub relay: RelayArg,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayArg {
+    /// Every rank connects to the controller itself.
+    Off,
+    /// The node's first local rank relays the node.
+    Node,
+    /// Node relays in worlds of more than 256 ranks.
+    Auto,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,6 +421,9 @@ impl SweepArgs {
         if self.localize {
             v.push("--localize".to_string());
         }
+        if self.relay != RelayArg::Off {
+            v.extend(["--relay".to_string(), value_name(self.relay)]);
+        }
         v
     }
 }
@@ -467,6 +484,8 @@ mod tests {
             "3",
             "--run-for",
             "2s",
+            "--relay",
+            "node",
         ])
         .unwrap();
         let Command::Local(local) = cli.command else {

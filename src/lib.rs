@@ -239,6 +239,7 @@ fn controller_of(args: &BenchArgs) -> Result<Option<(control::proto::Addr, Strin
 
 fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     let controller = controller_of(&args)?;
+    control::relay::configure(args.sweep.relay);
     let env = LauncherEnv::from_env();
     if env.without_mpi() && controller.is_none() {
         return Err(Failure::BadInput(format!(
@@ -319,7 +320,7 @@ fn bench_without_mpi(
     };
     // The watchdog starts later, on the counters the agent's heartbeats already report.
     let progress = runner::watchdog::Progress::new();
-    let agent = control::agent::Agent::start(&addr, &secret, identity, progress.clone())
+    let agent = control::relay::start_agent(&addr, &secret, identity, progress.clone())
         .map_err(|e| Failure::CouldNotRun(format!("rank {rank}: {e}")))?;
     let world = World::without_mpi(env, control::rendezvous::Rendezvous::new(agent.shared()));
     bench_in_world(
@@ -508,7 +509,7 @@ fn bench_in_world(
                 out_dir: world.is_root().then(|| out_dir.display().to_string()),
             };
             let started =
-                control::agent::Agent::start(&addr, &secret, identity, watchdog.progress());
+                control::relay::start_agent(&addr, &secret, identity, watchdog.progress());
             let failed = group
                 .allreduce_sum_u64(started.is_err() as u64)
                 .map_err(could_not_run)?;

@@ -178,6 +178,7 @@ fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
                         .filter(|&r| r != SILENT_RELAYED)
                         .map(|r| (r, progress(ticks)))
                         .collect(),
+                    retrans: Vec::new(),
                 }
             };
             proto::write_frame(s, &msg).unwrap();

@@ -145,6 +145,16 @@ pub struct Shared {
     pub identity: Identity,
     /// Collectives through the controller that this rank waits on.
     pub rendezvous: super::rendezvous::Pending,
+    /// The controller's heartbeat interval.
+    pub(super) heartbeat_ms: u64,
+    /// This rank relays its node (`relay.rs`): heartbeats, uploads and commands pass through it.
+    pub(super) relay: std::sync::OnceLock<Arc<super::relay::Relay>>,
+}
+
+impl Shared {
+    pub(super) fn identity(&self) -> &Identity {
+        &self.identity
+    }
 }
 
 pub struct Agent {
@@ -215,6 +225,8 @@ impl Agent {
             said_goodbye: AtomicBool::new(false),
             identity,
             rendezvous: Default::default(),
+            heartbeat_ms,
+            relay: std::sync::OnceLock::new(),
         });
         let mut threads = Vec::new();
         let s = shared.clone();
@@ -260,6 +272,10 @@ impl Agent {
     }
 
     fn stop(&mut self, reason: &str) {
+        if let Some(r) = self.shared.relay.get() {
+            // Heartbeats go on while the node's other ranks finish through this relay.
+            r.finish();
+        }
         self.shared.stop.store(true, Ordering::Release);
         self.shared.rendezvous.close("the agent stopped");
         revert_all(&self.shared, "the rank is ending");
@@ -330,6 +346,9 @@ fn read_commands(shared: &Arc<Shared>, mut conn: Conn) {
                     );
                     revert_all(shared, "the controller is gone");
                 }
+                if let Some(r) = shared.relay.get() {
+                    r.controller_lost();
+                }
                 *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 return;
             }
@@ -340,6 +359,11 @@ fn read_commands(shared: &Arc<Shared>, mut conn: Conn) {
 fn handle(shared: &Arc<Shared>, msg: ToRank) {
     match msg {
         ToRank::Welcome { .. } => {}
+        ToRank::Relayed { rank, msg } => {
+            if let Some(r) = shared.relay.get() {
+                r.down(rank, &msg);
+            }
+        }
         ToRank::Apply {
             id,
             action,
@@ -611,23 +635,21 @@ fn beat(shared: &Arc<Shared>, progress: WatchProgress, every: Duration) {
             } else {
                 Vec::new()
             };
-            send(
-                shared,
-                &ToController::Heartbeat {
-                    retrans,
-                    progress: proto::Progress {
-                        ticks: s.ticks,
-                        activity: if s.armed {
-                            s.activity
-                        } else {
-                            "between calls".into()
-                        },
-                        op,
-                        size,
-                        iteration: s.iteration,
-                    },
+            let progress = proto::Progress {
+                ticks: s.ticks,
+                activity: if s.armed {
+                    s.activity
+                } else {
+                    "between calls".into()
                 },
-            );
+                op,
+                size,
+                iteration: s.iteration,
+            };
+            match shared.relay.get() {
+                Some(r) => r.node_heartbeat(progress, retrans),
+                None => send(shared, &ToController::Heartbeat { retrans, progress }),
+            }
             let now_links = link_states();
             for (iface, up) in &now_links {
                 let was_up = links.iter().find(|(i, _)| i == iface).map(|(_, u)| *u);

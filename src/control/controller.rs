@@ -31,7 +31,9 @@ pub struct Config {
 /// One rank as the controller knows it.
 struct RankState {
     hello: Hello,
-    tx: Option<mpsc::UnboundedSender<ToRank>>,
+    tx: Option<RankTx>,
+    /// The node relay this rank speaks through (None: its own connection).
+    relay: Option<usize>,
     last_heartbeat: Instant,
     progress: proto::Progress,
     goodbye: Option<String>,
@@ -42,6 +44,28 @@ struct RankState {
     fd: std::os::fd::RawFd,
     /// Retransmissions per peer address at the last heartbeat.
     retrans: BTreeMap<String, u64>,
+}
+
+/// The way to a rank's agent: its own connection, or its node relay's, where every command is
+/// wrapped as `Relayed` for it (so any command, of any kind, reaches a relayed rank).
+#[derive(Clone)]
+struct RankTx {
+    tx: mpsc::UnboundedSender<ToRank>,
+    relayed: Option<usize>,
+}
+
+impl RankTx {
+    /// As `UnboundedSender::send`, so code written for a rank's sender works unchanged.
+    #[allow(clippy::result_large_err)]
+    fn send(&self, msg: ToRank) -> Result<(), mpsc::error::SendError<ToRank>> {
+        match self.relayed {
+            None => self.tx.send(msg),
+            Some(rank) => self.tx.send(ToRank::Relayed {
+                rank,
+                msg: Box::new(msg),
+            }),
+        }
+    }
 }
 
 /// One detection, with when (seconds since the sweep started) and who.
@@ -630,7 +654,11 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             rank,
             RankState {
                 hello,
-                tx: Some(tx.clone()),
+                tx: Some(RankTx {
+                    tx: tx.clone(),
+                    relayed: None,
+                }),
+                relay: None,
                 last_heartbeat: Instant::now(),
                 progress: Default::default(),
                 goodbye: None,
@@ -659,13 +687,34 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             Ok(ToController::Members { hellos }) => {
                 register_members(&state, &config, rank, fd, &tx, hellos, &mut members)
             }
-            Ok(ToController::NodeHeartbeat { ranks }) => {
+            Ok(ToController::NodeHeartbeat { ranks, mut retrans }) => {
                 let mut st = lock(&state);
                 let now = Instant::now();
                 for (r, progress) in ranks {
-                    if r == rank || members.binary_search(&r).is_ok() {
+                    if r == rank {
+                        heartbeat(&mut st, r, progress, std::mem::take(&mut retrans), now);
+                    } else if members.binary_search(&r).is_ok() {
                         heartbeat(&mut st, r, progress, Vec::new(), now);
                     }
+                }
+            }
+            Ok(ToController::Relayed { rank: m, msg }) if members.binary_search(&m).is_ok() => {
+                relayed(&state, m, *msg)
+            }
+            Ok(ToController::MemberLost { rank: m, detail })
+                if members.binary_search(&m).is_ok() =>
+            {
+                let mut st = lock(&state);
+                let said = st.ranks.get(&m).is_some_and(|r| r.goodbye.is_some());
+                st.with_rank(m, |r| r.tx = None);
+                if !said && !st.ended {
+                    let relay = rank;
+                    st.detect(
+                        Some(m),
+                        Mechanism::ConnectionLost,
+                        format!("{detail} (seen by its node relay, rank {relay})"),
+                        true,
+                    );
                 }
             }
             Ok(msg) => {
@@ -679,8 +728,13 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
     writer.abort();
     let mut st = lock(&state);
     let said = st.ranks.get(&rank).and_then(|r| r.goodbye.clone());
+    // A relay that dies takes the ranks it spoke for with it: they are no longer watched.
+    let mut lost_with = Vec::new();
     for &m in &members {
         st.with_rank(m, |r| {
+            if r.tx.is_some() && r.goodbye.is_none() {
+                lost_with.push(m);
+            }
             r.tx = None;
             if r.goodbye.is_none() {
                 r.goodbye.clone_from(&said);
@@ -692,10 +746,17 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
     match (why, said) {
         (Ok(()), _) | (_, Some(_)) => {}
         (Err(proto::FrameError::Io(_)), None) if !st.ended => {
+            let with = if lost_with.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; it relayed rank(s) {lost_with:?} of its node, lost with it (no longer watched)"
+                )
+            };
             st.detect(
                 Some(rank),
                 Mechanism::ConnectionLost,
-                "the rank's control connection closed without a goodbye (the process died)".into(),
+                format!("the rank's control connection closed without a goodbye (the process died){with}"),
                 true,
             );
         }
@@ -705,6 +766,22 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             ));
         }
         _ => {}
+    }
+}
+
+/// One message a relay passed on from rank `m` of its node: handled as if `m` had sent it.
+fn relayed(state: &Shared, m: usize, msg: ToController) {
+    match msg {
+        ToController::Hello(_)
+        | ToController::Members { .. }
+        | ToController::NodeHeartbeat { .. }
+        | ToController::Relayed { .. }
+        | ToController::MemberLost { .. } => {}
+        msg => {
+            if let Some(Ok(())) = on_message(state, m, msg) {
+                lock(state).with_rank(m, |r| r.tx = None);
+            }
+        }
     }
 }
 
@@ -795,7 +872,9 @@ fn on_message(
         | ToController::Exchange { .. }
         | ToController::Results { .. }
         | ToController::Members { .. }
-        | ToController::NodeHeartbeat { .. } => {}
+        | ToController::NodeHeartbeat { .. }
+        | ToController::Relayed { .. }
+        | ToController::MemberLost { .. } => {}
         ToController::Heartbeat { progress, retrans } => {
             heartbeat(&mut st, rank, progress, retrans, now)?;
         }
@@ -972,26 +1051,42 @@ fn register_members(
         }
         let n = st.ranks.len() + 1;
         let tenth = (hello.world_size / 10).max(1);
-        if n % tenth == 0 || n == hello.world_size {
+        if hello.world_size <= LOG_EACH_RANK_UP_TO {
+            crate::say(&format!(
+                "collbench controller: rank {rank} registered from {} (pid {}) through relay rank {relay}",
+                hello.host, hello.pid
+            ));
+        } else if n % tenth == 0 || n == hello.world_size {
             crate::say(&format!(
                 "collbench controller: {n} of {} ranks registered",
                 hello.world_size
             ));
         }
+        if rank == 0 {
+            st.timeline.out_dir = hello.out_dir.clone();
+        }
+        st.timeline.world_size = Some(hello.world_size);
+        let (boot, ns) = identity();
+        let local_pid = !boot.is_empty() && hello.boot_id == *boot && hello.pid_ns == *ns;
         st.insert_rank(
             rank,
             RankState {
                 hello,
-                tx: Some(tx.clone()),
+                tx: Some(RankTx {
+                    tx: tx.clone(),
+                    relayed: Some(rank),
+                }),
+                relay: Some(relay),
                 last_heartbeat: Instant::now(),
                 progress: Default::default(),
                 goodbye: None,
-                local_pid: false,
+                local_pid,
                 fd,
                 missing_since: None,
                 retrans: BTreeMap::new(),
             },
         );
+        arm_points_for(&mut st, rank, config);
         members.push(rank);
     }
     members.sort_unstable();
@@ -1406,13 +1501,27 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
     }
     st.missing += missing.len();
     for (r, gap) in missing {
+        // A silent relay silences its node: one detection, the relay's, stands for them all.
+        if relay_silent(&st, r) {
+            continue;
+        }
+        let relayed = st
+            .ranks
+            .values()
+            .filter(|x| x.relay == Some(r) && x.tx.is_some())
+            .count();
         st.detect(
             Some(r),
             Mechanism::MissedHeartbeat,
             format!(
-                "no heartbeat for {:.2}s (timeout {})",
+                "no heartbeat for {:.2}s (timeout {}){}",
                 gap.as_secs_f64(),
-                humantime::format_duration(timeout)
+                humantime::format_duration(timeout),
+                if relayed > 0 {
+                    format!("; the {relayed} rank(s) it relays go unheard with it")
+                } else {
+                    String::new()
+                }
             ),
             true,
         );
@@ -1478,6 +1587,15 @@ fn monitor(state: &Shared, config: &Config, teardown: &dyn Fn()) {
             teardown();
         }
     }
+}
+
+/// Whether rank `r` is heard through a relay that is itself missing.
+fn relay_silent(st: &State, r: usize) -> bool {
+    st.ranks
+        .get(&r)
+        .and_then(|x| x.relay)
+        .and_then(|q| st.ranks.get(&q))
+        .is_some_and(|q| q.missing_since.is_some())
 }
 
 /// A link fault whose agent never confirmed its revert (killed with the job): heal the host it
@@ -1727,7 +1845,7 @@ fn stall_culprit(st: &State, for_: Duration) -> (Option<usize>, String, bool) {
     let missing: Vec<usize> = st
         .ranks
         .iter()
-        .filter(|(_, r)| r.missing_since.is_some() && r.tx.is_some())
+        .filter(|(&k, r)| r.missing_since.is_some() && r.tx.is_some() && !relay_silent(st, k))
         .map(|(&k, _)| k)
         .collect();
     if let [r] = missing[..] {

@@ -10,5 +10,6 @@ pub mod hooks;
 pub mod launch;
 pub mod link;
 pub mod proto;
+pub mod relay;
 pub mod rendezvous;
 pub mod results;

@@ -175,6 +175,19 @@ pub enum ToController {
     /// Heartbeats of several ranks of the relay's node (the relay's own included), one message.
     NodeHeartbeat {
         ranks: Vec<(usize, Progress)>,
+        /// The relay host's TCP retransmissions per peer address (as in `Heartbeat`).
+        #[serde(default)]
+        retrans: Vec<(String, u64)>,
+    },
+    /// A message from a rank the relay speaks for, passed on unchanged (any kind, new ones too).
+    Relayed {
+        rank: usize,
+        msg: Box<ToController>,
+    },
+    /// A relayed rank's connection to its relay closed without a goodbye (the process died).
+    MemberLost {
+        rank: usize,
+        detail: String,
     },
     /// This rank's part of the `seq`-th rendezvous collective (ranks started without mpirun);
     /// `data` is base64.
@@ -310,6 +323,11 @@ pub enum ToRank {
         seq: u64,
         parts: Vec<String>,
         error: Option<String>,
+    },
+    /// A command for a rank the receiving node relay speaks for, passed down unchanged.
+    Relayed {
+        rank: usize,
+        msg: Box<ToRank>,
     },
 }
 
@@ -532,12 +550,41 @@ mod tests {
             },
             ToController::NodeHeartbeat {
                 ranks: vec![(3, Progress::default()), (4, Progress::default())],
+                retrans: vec![("10.77.0.3".into(), 2)],
             },
             ToController::Members { hellos: Vec::new() },
+            ToController::Relayed {
+                rank: 5,
+                msg: Box::new(ToController::FaultApplied {
+                    id: 1,
+                    unix_s: 2.5,
+                    revert: "none".into(),
+                }),
+            },
+            ToController::MemberLost {
+                rank: 6,
+                detail: "gone".into(),
+            },
         ] {
             let back: ToController = read_frame(&mut &encode(&msg)[..]).unwrap();
             assert_eq!(back, msg);
         }
+        let down = ToRank::Relayed {
+            rank: 7,
+            msg: Box::new(ToRank::Apply {
+                id: 0,
+                action: Action::Slow {
+                    delay_ns: 3_000_000,
+                },
+                duration_ms: Some(2000),
+            }),
+        };
+        assert_eq!(read_frame::<ToRank>(&mut &encode(&down)[..]).unwrap(), down);
+        // A node heartbeat from a relay that sends no retransmissions (the load generator).
+        let nh: ToController =
+            decode(br#"{"type":"node_heartbeat","ranks":[[1,{"ticks":0,"activity":"","op":null,"size":null,"iteration":0}]]}"#)
+                .unwrap();
+        assert!(matches!(nh, ToController::NodeHeartbeat { retrans, .. } if retrans.is_empty()));
         // An upload without `ranks` counts one rank.
         let one: ToController =
             decode(br#"{"type":"results","op":"x","size":1,"placement":"p","histogram":""}"#)

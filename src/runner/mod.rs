@@ -266,6 +266,7 @@ fn assemble(
     for &s in &m.samples {
         hist.record(s);
     }
+    crate::control::relay::upload(call.op.name(), shape.bytes, call.placement.name(), &hist);
     let mut payload = Vec::with_capacity(64);
     payload.extend_from_slice(&m.batched_ns.to_le_bytes());
     payload.extend_from_slice(&m.wrong.to_le_bytes());
