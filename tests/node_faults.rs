@@ -4,56 +4,10 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-
-const FAST_WATCH: &str = "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"1s\"\nstall = \"2s\"\nabort_after = \"3s\"\n";
-
-fn plan(dir: &Path, faults: &str) -> PathBuf {
-    let p = dir.join("plan.toml");
-    std::fs::write(&p, format!("{FAST_WATCH}\n{faults}")).unwrap();
-    p
-}
-
-/// `collbench local --np N` with the plan, a 1 KiB sweep repeated for `run_for`.
-fn local_with_plan(
-    np: &str,
-    plan: &Path,
-    out: &Path,
-    run_for: &str,
-    extra: &[&str],
-) -> (i32, String) {
-    let mut args = vec![
-        "local",
-        "--np",
-        np,
-        "-b",
-        "1K",
-        "-e",
-        "1K",
-        "-n",
-        "30",
-        "--run-for",
-        run_for,
-        "--plan",
-        plan.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let o = collbench(&args);
-    let (stdout, stderr) = text(&o);
-    (o.status.code().unwrap_or(-1), format!("{stdout}\n{stderr}"))
-}
-
-fn no_process_left(out: &Path) {
-    let needle = out.to_str().unwrap().to_string();
-    wait_for("every rank gone", Duration::from_secs(15), || {
-        processes_mentioning(&needle).is_empty()
-    });
-}
 
 fn fault(doc: &serde_json::Value, id: usize) -> &serde_json::Value {
     &doc["faults"][id]
@@ -67,7 +21,7 @@ fn timing_a_hung_rank_is_named_by_missed_heartbeats_and_the_run_completes() {
         tmp.path(),
         "[[fault]]\nkind = \"hang\"\ntarget = \"rank:1\"\nstart = \"1s\"\nduration = \"2s\"\n",
     );
-    let (code, log) = local_with_plan("4", &p, &out, "5s", &[]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "5s"]);
     assert_eq!(code, 0, "{log}");
     let doc = read_run(&out);
     assert_schema_valid(&doc);
@@ -99,7 +53,7 @@ fn a_killed_rank_is_detected_at_once_and_the_job_torn_down() {
         tmp.path(),
         "[[fault]]\nkind = \"kill\"\ntarget = \"rank:2\"\nstart = \"1500ms\"\n",
     );
-    let (code, log) = local_with_plan("4", &p, &out, "60s", &[]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "60s"]);
     assert_eq!(code, 3, "{log}");
     let doc = read_run(&out);
     assert_schema_valid(&doc);
@@ -124,7 +78,7 @@ fn timing_a_slow_rank_is_named_as_the_straggler() {
         tmp.path(),
         "[[fault]]\nkind = \"slow\"\ntarget = \"rank:2\"\nstart = \"500ms\"\nduration = \"2s\"\ndelay = \"3ms\"\n",
     );
-    let (code, log) = local_with_plan("4", &p, &out, "4s", &["--op", "all_reduce"]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "4s", "--op", "all_reduce"]);
     assert_eq!(code, 0, "{log}");
     let doc = read_run(&out);
     assert_schema_valid(&doc);
@@ -153,7 +107,7 @@ fn a_corrupted_send_buffer_is_caught_and_its_sender_named() {
         tmp.path(),
         "[[fault]]\nkind = \"corrupt\"\ntarget = \"rank:1\"\nstart = { op = \"all_to_all\", size = \"1K\", iteration = 0 }\n",
     );
-    let (code, log) = local_with_plan("4", &p, &out, "1s", &["--op", "all_to_all"]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "1s", "--op", "all_to_all"]);
     assert_eq!(code, 1, "wrong values are a failed test: {log}");
     let doc = read_run(&out);
     assert_schema_valid(&doc);
@@ -175,7 +129,7 @@ fn a_rank_that_exits_mid_run_is_named() {
         tmp.path(),
         "[[fault]]\nkind = \"exit\"\ntarget = \"rank:3\"\nstart = \"1s\"\n",
     );
-    let (code, log) = local_with_plan("4", &p, &out, "60s", &[]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "60s"]);
     assert_eq!(code, 3, "{log}");
     let doc = read_run(&out);
     assert_schema_valid(&doc);
@@ -193,7 +147,7 @@ fn link_faults_need_the_privilege_flag() {
         tmp.path(),
         "[[fault]]\nkind = \"down\"\ntarget = \"link:somehost/eth0\"\nstart = \"1s\"\nduration = \"1s\"\n",
     );
-    let (code, log) = local_with_plan("2", &p, &out, "1s", &[]);
+    let (code, log) = local_with_plan("2", &p, &out, &["--run-for", "1s"]);
     assert_eq!(code, 2, "{log}");
     assert!(
         log.contains("plan.toml:7:") && log.contains("--allow-privileged"),
@@ -305,7 +259,7 @@ fn a_start_point_the_sweep_never_reaches_is_bad_input() {
         tmp.path(),
         "[[fault]]\nkind = \"corrupt\"\ntarget = \"rank:1\"\nstart = { op = \"all_to_all\", size = \"1K\", iteration = 0 }\n",
     );
-    let (code, log) = local_with_plan("2", &p, &out, "1s", &["--op", "all_reduce"]);
+    let (code, log) = local_with_plan("2", &p, &out, &["--run-for", "1s", "--op", "all_reduce"]);
     assert_eq!(code, 2, "{log}");
     assert!(
         log.contains(
@@ -317,7 +271,7 @@ fn a_start_point_the_sweep_never_reaches_is_bad_input() {
         tmp.path(),
         "[[fault]]\nkind = \"kill\"\ntarget = \"rank:5\"\nstart = \"1s\"\n",
     );
-    let (code, log) = local_with_plan("2", &p, &out, "1s", &[]);
+    let (code, log) = local_with_plan("2", &p, &out, &["--run-for", "1s"]);
     assert_eq!(code, 2, "{log}");
     assert!(log.contains("rank 5 is not in a run of 2 ranks"), "{log}");
 }

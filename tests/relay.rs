@@ -3,48 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use common::*;
-
-const FAST_WATCH: &str = "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"1s\"\nstall = \"2s\"\nabort_after = \"3s\"\n";
-
-fn plan(dir: &Path, faults: &str) -> PathBuf {
-    let p = dir.join("plan.toml");
-    std::fs::write(&p, format!("{FAST_WATCH}\n{faults}")).unwrap();
-    p
-}
-
-/// `collbench local --np 4 --relay node` with the plan and a 1 KiB sweep.
-fn relayed(plan: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec![
-        "local",
-        "--np",
-        "4",
-        "-b",
-        "1K",
-        "-e",
-        "1K",
-        "-n",
-        "30",
-        "--plan",
-        plan.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let o = collbench(&args);
-    let (stdout, stderr) = text(&o);
-    (o.status.code().unwrap_or(-1), format!("{stdout}\n{stderr}"))
-}
-
-fn no_process_left(out: &Path) {
-    let needle = out.to_str().unwrap().to_string();
-    wait_for("every rank gone", Duration::from_secs(15), || {
-        processes_mentioning(&needle).is_empty()
-    });
-}
 
 #[test]
 fn a_killed_relayed_rank_is_named_at_once() {
@@ -54,7 +15,7 @@ fn a_killed_relayed_rank_is_named_at_once() {
         tmp.path(),
         "[[fault]]\nkind = \"kill\"\ntarget = \"rank:2\"\nstart = \"1s\"\n",
     );
-    let (code, log) = relayed(&p, &out, &["--run-for", "60s", "--relay", "node"]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "60s", "--relay", "node"]);
     assert_eq!(code, 3, "{log}");
     assert!(
         log.contains("rank 2 registered from") && log.contains("through relay rank 0"),
@@ -78,7 +39,7 @@ fn a_dead_relay_is_named_and_its_ranks_lost_with_it() {
         tmp.path(),
         "[[fault]]\nkind = \"kill\"\ntarget = \"rank:0\"\nstart = \"1s\"\n",
     );
-    let (code, log) = relayed(&p, &out, &["--run-for", "60s", "--relay", "node"]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "60s", "--relay", "node"]);
     assert_eq!(code, 3, "{log}");
     let doc = read_run(&out);
     let d = &doc["faults"][0]["detected"];
@@ -101,7 +62,8 @@ fn commands_reach_relayed_ranks() {
         "[[fault]]\nkind = \"slow\"\ntarget = \"rank:2\"\nstart = \"300ms\"\nduration = \"1s\"\ndelay = \"2ms\"\n\n\
          [[fault]]\nkind = \"corrupt\"\ntarget = \"rank:3\"\nstart = { op = \"all_to_all\", size = \"1K\", iteration = 0 }\n",
     );
-    let (code, log) = relayed(
+    let (code, log) = local_with_plan(
+        "4",
         &p,
         &out,
         &["--run-for", "2s", "--op", "all_to_all", "--relay", "node"],
@@ -173,7 +135,7 @@ fn uploaded_histograms_equal_the_gathered_ones() {
         let tmp = tempfile::tempdir().unwrap();
         let out = out_dir(&tmp, relay);
         let p = plan(tmp.path(), "");
-        let (code, log) = relayed(&p, &out, &["--relay", relay]);
+        let (code, log) = local_with_plan("4", &p, &out, &["--relay", relay]);
         assert_eq!(code, 0, "{log}");
         uploads_match_records(&out, relay);
     }
@@ -187,7 +149,7 @@ fn timing_a_hung_relayed_rank_is_named_by_missed_heartbeats() {
         tmp.path(),
         "[[fault]]\nkind = \"hang\"\ntarget = \"rank:1\"\nstart = \"1s\"\nduration = \"2s\"\n",
     );
-    let (code, log) = relayed(&p, &out, &["--run-for", "4s", "--relay", "node"]);
+    let (code, log) = local_with_plan("4", &p, &out, &["--run-for", "4s", "--relay", "node"]);
     assert_eq!(code, 0, "{log}");
     let doc = read_run(&out);
     let f = &doc["faults"][0];

@@ -147,3 +147,46 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     }
     pids
 }
+
+/// Heartbeats and deadlines short enough for tests.
+pub const FAST_WATCH: &str = "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"1s\"\nstall = \"2s\"\nabort_after = \"3s\"\n";
+
+/// A fault plan file in `dir`: FAST_WATCH, then `faults`.
+pub fn plan(dir: &Path, faults: &str) -> PathBuf {
+    let p = dir.join("plan.toml");
+    std::fs::write(&p, format!("{FAST_WATCH}\n{faults}")).unwrap();
+    p
+}
+
+/// `collbench local --np N` with the plan and a 1 KiB sweep, plus `extra` flags.
+pub fn local_with_plan(np: &str, plan: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "local",
+        "--np",
+        np,
+        "-b",
+        "1K",
+        "-e",
+        "1K",
+        "-n",
+        "30",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = collbench(&args);
+    let (stdout, stderr) = text(&o);
+    (o.status.code().unwrap_or(-1), format!("{stdout}\n{stderr}"))
+}
+
+/// Waits (up to 15 s) until no process mentions the results folder.
+pub fn no_process_left(out: &Path) {
+    let needle = out.to_str().unwrap().to_string();
+    wait_for(
+        "every rank gone",
+        std::time::Duration::from_secs(15),
+        || processes_mentioning(&needle).is_empty(),
+    );
+}
