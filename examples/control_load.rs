@@ -217,19 +217,9 @@ async fn sim_inner(
     let mut conn = {
         let _permit = gate.acquire().await.expect("semaphore open");
         let mut conn = connect(sh, id).await?;
-        let hello = |rank: usize| Hello {
-            secret: sh.secret.clone(),
-            rank,
-            world_size: a.ranks,
-            host: format!("sim-{:06}", rank / a.per_node),
-            local_rank: rank % a.per_node,
-            pid: std::process::id(),
-            ppid: 0,
-            device: None,
-            boot_id: "simulated".into(),
-            pid_ns: "simulated".into(),
-            out_dir: None,
-            addrs: Vec::new(),
+        let hello = |rank: usize| {
+            let host = format!("sim-{:06}", rank / a.per_node);
+            Hello::simulated(&sh.secret, rank, a.ranks, host, rank % a.per_node)
         };
         let mut bytes = frame(&ToController::Hello(hello(first)));
         if relay {

@@ -241,8 +241,11 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
     let controller = controller_of(&args)?;
     control::relay::configure(args.sweep.relay);
     let env = LauncherEnv::from_env();
-    if env.without_mpi() && controller.is_none() {
-        return Err(Failure::BadInput(format!(
+    // Ranks without an MPI world meet through their controller, so they must have one.
+    let rendezvous = match (env.without_mpi(), &controller) {
+        (false, _) => None,
+        (true, Some(c)) => Some(c.clone()),
+        (true, None) => return Err(Failure::BadInput(format!(
             "rank {} of {} was started without mpirun ({} set) and has no controller to meet the others through; \
              start the ranks with `collbench local --backend nccl` or mpirun, or pass --controller ADDR",
             env.rank.unwrap_or(0),
@@ -251,8 +254,8 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
                 bootstrap::Launcher::Collbench => "COLLBENCH_RANK",
                 _ => "RANK and WORLD_SIZE",
             }
-        )));
-    }
+        ))),
+    };
     let choice = BackendChoice::probe(args.sweep.backend);
     let facts = choice.facts(env.local_size.unwrap_or(1) as u64);
     let mut plan = choice.resolve(&args.sweep, facts)?;
@@ -266,8 +269,8 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
         return Err(f);
     }
     let out_dir = plan.out_dir.clone().unwrap_or_else(default_results_dir);
-    if env.without_mpi() {
-        return bench_without_mpi(&plan, env, &choice, controller, out_dir);
+    if let Some(c) = rendezvous {
+        return bench_without_mpi(&plan, env, &choice, c, out_dir);
     }
     let world = World::init(env).map_err(|e| Failure::CouldNotRun(format!("starting MPI: {e}")))?;
     let agent = match controller {
@@ -285,26 +288,11 @@ fn bench_without_mpi(
     plan: &Plan,
     env: LauncherEnv,
     choice: &BackendChoice,
-    controller: Option<(control::proto::Addr, String)>,
+    (addr, secret): (control::proto::Addr, String),
     out_dir: PathBuf,
 ) -> Result<Outcome, Failure> {
     let (rank, size) = (env.rank.unwrap_or(0), env.world.unwrap_or(1));
-    let Some((addr, secret)) = controller else {
-        return Err(Failure::BadInput(
-            "ranks started without mpirun need --controller ADDR".into(),
-        ));
-    };
-    if plan.backend != BackendKind::Nccl {
-        return Err(Failure::BadInput(format!(
-            "--backend {}: MPI collectives need ranks started by mpirun or srun; use --backend nccl, or start them with mpirun",
-            plan.backend_name()
-        )));
-    }
-    if plan.sweep.localize {
-        return Err(Failure::BadInput(
-            "--localize: the pairwise MPI timing needs ranks started by mpirun; drop --localize or start them with mpirun".into(),
-        ));
-    }
+    refuse_without_mpi(plan)?;
     if rank >= size {
         return Err(Failure::BadInput(format!(
             "rank {rank} is not below the world size {size}; fix the launcher's rank variables"
@@ -331,6 +319,22 @@ fn bench_without_mpi(
         AgentStart::Started(agent, progress),
         &out_dir,
     )
+}
+
+/// What ranks without an MPI world cannot do, refused before any of them starts.
+fn refuse_without_mpi(plan: &Plan) -> Result<(), Failure> {
+    if plan.backend != BackendKind::Nccl {
+        return Err(Failure::BadInput(format!(
+            "--backend {}: MPI collectives need ranks started by mpirun or srun; use --backend nccl, or start them with mpirun",
+            plan.backend_name()
+        )));
+    }
+    if plan.sweep.localize {
+        return Err(Failure::BadInput(
+            "--localize: the pairwise MPI timing needs ranks started by mpirun; drop --localize or use --backend mpi".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The rank's agent: none, one to start once the world is up, or one already started.
@@ -871,15 +875,6 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
     if let Some(f) = results_folder_taken(&out) {
         return Err(f);
     }
-    if resolved.backend == BackendKind::Nccl {
-        return local_without_mpi(&args, &resolved, out);
-    }
-    let kind = bootstrap::local::probe_mpirun(&args.mpirun).ok_or_else(|| {
-        Failure::CouldNotRun(format!(
-            "--mpirun: cannot start '{}'; install OpenMPI (apt-get install openmpi-bin) or pass --mpirun PATH",
-            args.mpirun.display()
-        ))
-    })?;
     let plan = match &args.plan {
         Some(p) => {
             let plan = control::commands::load_plan(p)?;
@@ -889,6 +884,15 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
         }
         None => None,
     };
+    if resolved.backend == BackendKind::Nccl {
+        return local_without_mpi(&args, &resolved, plan, out);
+    }
+    let kind = bootstrap::local::probe_mpirun(&args.mpirun).ok_or_else(|| {
+        Failure::CouldNotRun(format!(
+            "--mpirun: cannot start '{}'; install OpenMPI (apt-get install openmpi-bin) or pass --mpirun PATH",
+            args.mpirun.display()
+        ))
+    })?;
     let exe = bootstrap::local::self_exe().map_err(could_not_run)?;
     let mut sweep = args.sweep.clone();
     sweep.out = Some(out.clone());
@@ -932,24 +936,20 @@ fn local(args: LocalArgs) -> Result<Outcome, Failure> {
 
 /// `local` for NCCL: one process per rank, started by this process, which hosts the controller
 /// the ranks meet through (NCCL's unique id, the results gather) and which watches them.
-fn local_without_mpi(args: &LocalArgs, resolved: &Plan, out: PathBuf) -> Result<Outcome, Failure> {
+fn local_without_mpi(
+    args: &LocalArgs,
+    resolved: &Plan,
+    plan: Option<plan::faults::FaultPlan>,
+    out: PathBuf,
+) -> Result<Outcome, Failure> {
     if !args.mpirun_args.is_empty() {
         return Err(Failure::BadInput(
             "--mpirun-arg: NCCL ranks start without mpirun here; drop --mpirun-arg, or use --backend mpi".into(),
         ));
     }
-    if args.sweep.localize {
-        return Err(Failure::BadInput(
-            "--localize: the pairwise MPI timing needs ranks started by mpirun; drop --localize or use --backend mpi".into(),
-        ));
-    }
-    let plan = match &args.plan {
-        Some(p) => {
-            let plan = control::commands::load_plan(p)?;
-            control::commands::check_points(&plan, &resolved.sweep, args.np as u64)?;
-            control::commands::check_privilege(&plan, args.allow_privileged, "--allow-privileged")?;
-            plan
-        }
+    refuse_without_mpi(resolved)?;
+    let plan = match plan {
+        Some(plan) => plan,
         // No faults: the controller watches the ranks and is their rendezvous; a stall counts
         // only after the ranks' own deadline.
         None => plan::faults::FaultPlan::watch_only(

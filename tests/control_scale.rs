@@ -28,27 +28,12 @@ const KEYS: [(&str, u64); 3] = [
 ];
 
 fn hello(secret: &str, rank: usize) -> Hello {
-    Hello {
-        secret: secret.into(),
-        rank,
-        world_size: RANKS,
-        host: format!(
-            "sim-{}",
-            if rank < DIRECT {
-                rank
-            } else {
-                rank / PER_RELAY
-            }
-        ),
-        local_rank: 0,
-        pid: std::process::id(),
-        ppid: 0,
-        device: None,
-        boot_id: "simulated".into(),
-        pid_ns: "simulated".into(),
-        out_dir: None,
-        addrs: Vec::new(),
-    }
+    let node = if rank < DIRECT {
+        rank
+    } else {
+        rank / PER_RELAY
+    };
+    Hello::simulated(secret, rank, RANKS, format!("sim-{node}"), 0)
 }
 
 /// Rank r's histogram for key k: 100 + r samples, deterministic.

@@ -232,23 +232,27 @@ fn unmeasured_sizes_and_other_scopes_are_skipped_with_a_reason() {
     )
     .unwrap();
     let (_t, out) = fresh_out();
-    let o = bench_mpi(
-        3,
-        &[
-            "-b",
-            "1K",
-            "-e",
-            "4K",
-            "-n",
-            "20",
-            "--op",
-            "all_reduce",
-            "--topology",
-            topo.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    // A 1K-4K all-reduce sweep judged against `topo`, on `np` ranks.
+    let sweep = |np: usize, out: &std::path::Path| {
+        bench_mpi(
+            np,
+            &[
+                "-b",
+                "1K",
+                "-e",
+                "4K",
+                "-n",
+                "20",
+                "--op",
+                "all_reduce",
+                "--topology",
+                topo.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = sweep(3, &out);
     // Every threshold check is skipped, each with its reason; the straggler rule (3 ranks) is the
     // one check judged, so the run is ready on it alone.
     let doc = read_run(&out);
@@ -274,23 +278,7 @@ fn unmeasured_sizes_and_other_scopes_are_skipped_with_a_reason() {
 
     // With 2 ranks the straggler rule cannot judge either: nothing evaluated is not ready.
     let (_t2, out2) = fresh_out();
-    let o = bench_mpi(
-        2,
-        &[
-            "-b",
-            "1K",
-            "-e",
-            "4K",
-            "-n",
-            "20",
-            "--op",
-            "all_reduce",
-            "--topology",
-            topo.to_str().unwrap(),
-            "--out",
-            out2.to_str().unwrap(),
-        ],
-    );
+    let o = sweep(2, &out2);
     let (stdout, stderr) = expect_code(&o, 1);
     let doc = read_run(&out2);
     assert_eq!(verdict(&doc)["overall"], "not_ready");

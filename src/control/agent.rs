@@ -142,19 +142,13 @@ pub struct Shared {
     writer: Mutex<Option<Conn>>,
     stop: AtomicBool,
     said_goodbye: AtomicBool,
-    pub identity: Identity,
+    pub(super) identity: Identity,
     /// Collectives through the controller that this rank waits on.
     pub rendezvous: super::rendezvous::Pending,
     /// The controller's heartbeat interval.
     pub(super) heartbeat_ms: u64,
     /// This rank relays its node (`relay.rs`): heartbeats, uploads and commands pass through it.
     pub(super) relay: std::sync::OnceLock<Arc<super::relay::Relay>>,
-}
-
-impl Shared {
-    pub(super) fn identity(&self) -> &Identity {
-        &self.identity
-    }
 }
 
 pub struct Agent {

@@ -121,7 +121,10 @@ fn link_preview(f: &faults::Fault, iface: &str) -> String {
     match super::agent::link_fault(&spec) {
         Ok((fault, _)) => {
             let lease = link::Lease::new(fault, link::Where::Local);
-            format!("`{}`, reverted by `{}`", lease.apply, lease.revert)
+            let daemon = lease.daemon.as_ref().map_or(String::new(), |d| {
+                format!(" with `{d}` running while it holds")
+            });
+            format!("`{}`{daemon}, reverted by `{}`", lease.apply, lease.revert)
         }
         Err(e) => e,
     }

@@ -626,47 +626,15 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             drop(st);
             return refuse(format!("rank {rank} is already registered"));
         }
-        let (boot, ns) = identity();
-        let n = st.ranks.len() + 1;
-        let tenth = (hello.world_size / 10).max(1);
-        if hello.world_size <= LOG_EACH_RANK_UP_TO {
-            crate::say(&format!(
-                "collbench controller: rank {rank} registered from {} (pid {})",
-                hello.host, hello.pid
-            ));
-        } else if n % tenth == 0 || n == hello.world_size {
-            crate::say(&format!(
-                "collbench controller: {n} of {} ranks registered",
-                hello.world_size
-            ));
-        }
-        if rank == 0 {
-            st.timeline.out_dir = hello.out_dir.clone();
-        }
-        st.timeline.world_size = Some(hello.world_size);
-        // The controller signals a rank's pid itself only on its own kernel and pid namespace,
-        // and never its own process (ranks hosted in it, as in tests).
-        let local_pid = !boot.is_empty()
-            && hello.boot_id == *boot
-            && hello.pid_ns == *ns
-            && hello.pid != std::process::id();
-        st.insert_rank(
-            rank,
-            RankState {
-                hello,
-                tx: Some(RankTx {
-                    tx: tx.clone(),
-                    relayed: None,
-                }),
-                relay: None,
-                last_heartbeat: Instant::now(),
-                progress: Default::default(),
-                goodbye: None,
-                local_pid,
-                fd,
-                missing_since: None,
-                retrans: BTreeMap::new(),
+        admit(
+            &mut st,
+            hello,
+            RankTx {
+                tx: tx.clone(),
+                relayed: None,
             },
+            None,
+            fd,
         );
         let _ = tx.send(ToRank::Welcome {
             heartbeat_ms: config.plan.heartbeat.as_millis() as u64,
@@ -1025,6 +993,52 @@ fn heartbeat(
     Some(())
 }
 
+/// Records a registered rank (its own connection, or its node relay's when `relay` is set) and
+/// logs it: one by one in small worlds, in tenths in large ones.
+fn admit(st: &mut State, hello: Hello, tx: RankTx, relay: Option<usize>, fd: std::os::fd::RawFd) {
+    let rank = hello.rank;
+    let n = st.ranks.len() + 1;
+    let tenth = (hello.world_size / 10).max(1);
+    if hello.world_size <= LOG_EACH_RANK_UP_TO {
+        let through = relay.map_or(String::new(), |r| format!(" through relay rank {r}"));
+        crate::say(&format!(
+            "collbench controller: rank {rank} registered from {} (pid {}){through}",
+            hello.host, hello.pid
+        ));
+    } else if n % tenth == 0 || n == hello.world_size {
+        crate::say(&format!(
+            "collbench controller: {n} of {} ranks registered",
+            hello.world_size
+        ));
+    }
+    if rank == 0 {
+        st.timeline.out_dir = hello.out_dir.clone();
+    }
+    st.timeline.world_size = Some(hello.world_size);
+    // The controller signals a rank's pid itself only on its own kernel and pid namespace, and
+    // never its own process (ranks hosted in it, as in tests).
+    let (boot, ns) = identity();
+    let local_pid = !boot.is_empty()
+        && hello.boot_id == *boot
+        && hello.pid_ns == *ns
+        && hello.pid != std::process::id();
+    st.insert_rank(
+        rank,
+        RankState {
+            hello,
+            tx: Some(tx),
+            relay,
+            last_heartbeat: Instant::now(),
+            progress: Default::default(),
+            goodbye: None,
+            local_pid,
+            fd,
+            missing_since: None,
+            retrans: BTreeMap::new(),
+        },
+    );
+}
+
 /// Registers the ranks a node relay speaks for on its connection (each with the run's secret).
 fn register_members(
     state: &Shared,
@@ -1049,42 +1063,15 @@ fn register_members(
             st.timeline.refused += 1;
             continue;
         }
-        let n = st.ranks.len() + 1;
-        let tenth = (hello.world_size / 10).max(1);
-        if hello.world_size <= LOG_EACH_RANK_UP_TO {
-            crate::say(&format!(
-                "collbench controller: rank {rank} registered from {} (pid {}) through relay rank {relay}",
-                hello.host, hello.pid
-            ));
-        } else if n % tenth == 0 || n == hello.world_size {
-            crate::say(&format!(
-                "collbench controller: {n} of {} ranks registered",
-                hello.world_size
-            ));
-        }
-        if rank == 0 {
-            st.timeline.out_dir = hello.out_dir.clone();
-        }
-        st.timeline.world_size = Some(hello.world_size);
-        let (boot, ns) = identity();
-        let local_pid = !boot.is_empty() && hello.boot_id == *boot && hello.pid_ns == *ns;
-        st.insert_rank(
-            rank,
-            RankState {
-                hello,
-                tx: Some(RankTx {
-                    tx: tx.clone(),
-                    relayed: Some(rank),
-                }),
-                relay: Some(relay),
-                last_heartbeat: Instant::now(),
-                progress: Default::default(),
-                goodbye: None,
-                local_pid,
-                fd,
-                missing_since: None,
-                retrans: BTreeMap::new(),
+        admit(
+            &mut st,
+            hello,
+            RankTx {
+                tx: tx.clone(),
+                relayed: Some(rank),
             },
+            Some(relay),
+            fd,
         );
         arm_points_for(&mut st, rank, config);
         members.push(rank);
@@ -1178,22 +1165,7 @@ fn on_exchange(state: &Shared, rank: usize, seq: u64, op: proto::ExchangeOp, dat
     let Some(world) = st.timeline.world_size else {
         return;
     };
-    let fail = |st: &State, why: String| {
-        crate::say(&format!(
-            "collbench controller: rendezvous {seq} failed: {why}"
-        ));
-        for r in 0..world {
-            send_to(
-                st,
-                r,
-                ToRank::Exchanged {
-                    seq,
-                    parts: Vec::new(),
-                    error: Some(why.clone()),
-                },
-            );
-        }
-    };
+    let fail = |st: &State, why: String| fail_exchange(st, seq, &why);
     let part = match part {
         Ok(p) if rank < world => p,
         Ok(_) => return fail(&st, format!("rank {rank} is outside a world of {world}")),
@@ -1267,28 +1239,32 @@ fn fail_exchanges_of_departed(st: &mut State) {
             .enumerate()
             .find(|(r, p)| p.is_none() && st.ranks.get(r).is_some_and(|rs| rs.tx.is_none()));
         if let Some((r, _)) = gone {
-            failed.push(seq);
-            let why = format!("rank {r} left before giving its part");
-            crate::say(&format!(
-                "collbench controller: rendezvous {seq} failed: {why}"
-            ));
-            for (&to, rs) in &st.ranks {
-                if pending.op.answers(to) && rs.tx.is_some() {
-                    send_to(
-                        st,
-                        to,
-                        ToRank::Exchanged {
-                            seq,
-                            parts: Vec::new(),
-                            error: Some(why.clone()),
-                        },
-                    );
-                }
-            }
+            failed.push((seq, format!("rank {r} left before giving its part")));
         }
     }
-    for seq in failed {
+    for (seq, why) in failed {
         st.exchanges.remove(&seq);
+        fail_exchange(st, seq, &why);
+    }
+}
+
+/// Ends exchange `seq` with an error on every connected rank (a rank not waiting on it ignores it).
+fn fail_exchange(st: &State, seq: u64, why: &str) {
+    crate::say(&format!(
+        "collbench controller: rendezvous {seq} failed: {why}"
+    ));
+    for (&to, rs) in &st.ranks {
+        if rs.tx.is_some() {
+            send_to(
+                st,
+                to,
+                ToRank::Exchanged {
+                    seq,
+                    parts: Vec::new(),
+                    error: Some(why.to_string()),
+                },
+            );
+        }
     }
 }
 

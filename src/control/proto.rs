@@ -113,6 +113,33 @@ pub struct Hello {
     pub addrs: Vec<(String, String)>,
 }
 
+impl Hello {
+    /// A registration with no real process behind it (load generators, tests): the controller
+    /// never signals it, since its boot id and pid namespace match no host.
+    pub fn simulated(
+        secret: &str,
+        rank: usize,
+        world_size: usize,
+        host: String,
+        local_rank: usize,
+    ) -> Hello {
+        Hello {
+            secret: secret.to_string(),
+            rank,
+            world_size,
+            host,
+            local_rank,
+            pid: std::process::id(),
+            ppid: 0,
+            device: None,
+            boot_id: "simulated".into(),
+            pid_ns: "simulated".into(),
+            out_dir: None,
+            addrs: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToController {

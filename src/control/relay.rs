@@ -235,7 +235,7 @@ impl Relay {
     }
 
     fn say(&self, msg: &str) {
-        let id = self.agent.identity();
+        let id = &self.agent.identity;
         crate::say(&format!(
             "collbench relay (rank {} on {}): {msg}",
             id.rank, id.host
@@ -285,7 +285,7 @@ impl Relay {
                 },
             );
         }
-        if rank == self.agent.identity().rank
+        if rank == self.agent.identity.rank
             || lock(&self.members)
                 .get(&rank)
                 .is_some_and(|m| m.conn.is_some())
@@ -388,7 +388,7 @@ impl Relay {
 
     /// One heartbeat for the node: this rank's and each relayed rank's that beat since the last.
     pub(super) fn node_heartbeat(&self, own: proto::Progress, retrans: Vec<(String, u64)>) {
-        let mut ranks = vec![(self.agent.identity().rank, own)];
+        let mut ranks = vec![(self.agent.identity.rank, own)];
         for (&r, m) in lock(&self.members).iter_mut() {
             if let Some(p) = m.fresh.take() {
                 ranks.push((r, p));
@@ -467,7 +467,7 @@ impl Relay {
         }
         self.closing.store(true, Ordering::Release);
         self.flush(|_, _| true);
-        let rank = self.agent.identity().rank;
+        let rank = self.agent.identity.rank;
         let mut members = lock(&self.members);
         for (&r, m) in members.iter_mut() {
             if let Some(c) = m.conn.take() {
