@@ -147,9 +147,14 @@ pub struct World {
 
 impl World {
     /// Starts MPI (a world of 1 when no launcher is present) with errors returned, not fatal.
+    ///
+    /// Thread level SINGLE, as MPI_Init (IMB, nccl-tests): only this thread ever calls MPI (the
+    /// watchdog, agent and relay threads never do). Open MPI turns its internal locking and its
+    /// multi-threaded request wait on for any level above SINGLE, which cost 0.1-0.2 us per
+    /// all-reduce on 2 bound ranks and up to 1.5x at 8 B on 4 oversubscribed ones (2 vCPUs).
     pub fn init(env: LauncherEnv) -> Result<World, MpiError> {
-        let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)
-            .ok_or(MpiError {
+        let (universe, _threading) =
+            mpi::initialize_with_threading(mpi::Threading::Single).ok_or(MpiError {
                 call: "MPI_Init_thread",
                 code: -1,
                 class: -1,
