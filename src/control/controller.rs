@@ -44,6 +44,16 @@ struct RankState {
     fd: std::os::fd::RawFd,
     /// Retransmissions per peer address at the last heartbeat.
     retrans: BTreeMap<String, u64>,
+    /// When its connection ended (None while connected, or before it registered).
+    left_at: Option<Instant>,
+}
+
+impl RankState {
+    fn leave(&mut self) {
+        if self.tx.take().is_some() {
+            self.left_at = Some(Instant::now());
+        }
+    }
 }
 
 /// The way to a rank's agent: its own connection, or its node relay's, where every command is
@@ -674,7 +684,7 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             {
                 let mut st = lock(&state);
                 let said = st.ranks.get(&m).is_some_and(|r| r.goodbye.is_some());
-                st.with_rank(m, |r| r.tx = None);
+                st.with_rank(m, |r| r.leave());
                 if !said && !st.ended {
                     let relay = rank;
                     st.detect(
@@ -703,13 +713,13 @@ async fn serve_conn(conn: Box<dyn Conn>, peer: String, state: Shared, config: Ar
             if r.tx.is_some() && r.goodbye.is_none() {
                 lost_with.push(m);
             }
-            r.tx = None;
+            r.leave();
             if r.goodbye.is_none() {
                 r.goodbye.clone_from(&said);
             }
         });
     }
-    st.with_rank(rank, |r| r.tx = None);
+    st.with_rank(rank, |r| r.leave());
     fail_exchanges_of_departed(&mut st);
     match (why, said) {
         (Ok(()), _) | (_, Some(_)) => {}
@@ -747,7 +757,7 @@ fn relayed(state: &Shared, m: usize, msg: ToController) {
         | ToController::MemberLost { .. } => {}
         msg => {
             if let Some(Ok(())) = on_message(state, m, msg) {
-                lock(state).with_rank(m, |r| r.tx = None);
+                lock(state).with_rank(m, |r| r.leave());
             }
         }
     }
@@ -1034,6 +1044,7 @@ fn admit(st: &mut State, hello: Hello, tx: RankTx, relay: Option<usize>, fd: std
             local_pid,
             fd,
             missing_since: None,
+            left_at: None,
             retrans: BTreeMap::new(),
         },
     );
@@ -1233,12 +1244,19 @@ fn on_exchange(state: &Shared, rank: usize, seq: u64, op: proto::ExchangeOp, dat
 fn fail_exchanges_of_departed(st: &mut State) {
     let mut failed = Vec::new();
     for (&seq, pending) in &st.exchanges {
+        // The first rank to leave is the one to name: the others may have left after it, on the
+        // error its leaving gave them.
         let gone = pending
             .parts
             .iter()
             .enumerate()
-            .find(|(r, p)| p.is_none() && st.ranks.get(r).is_some_and(|rs| rs.tx.is_none()));
-        if let Some((r, _)) = gone {
+            .filter(|(_, p)| p.is_none())
+            .filter_map(|(r, _)| {
+                let rs = st.ranks.get(&r)?;
+                rs.tx.is_none().then_some((rs.left_at, r))
+            })
+            .min();
+        if let Some((_, r)) = gone {
             failed.push((seq, format!("rank {r} left before giving its part")));
         }
     }
