@@ -160,7 +160,7 @@ command -v python3 >/dev/null || die "python3 is required"
 HELPER=$(mktemp /tmp/collbench-vs-imb-helper.XXXXXX.py)
 trap 'rm -f "$HELPER" "$HELPER.plan"' EXIT
 cat >"$HELPER" <<'PY'
-import json, math, os, re, statistics, sys
+import json, math, os, random, re, statistics, sys
 
 OPS = {"all_reduce": "Allreduce", "all_to_all": "Alltoall"}
 FLOAT = 4
@@ -258,6 +258,26 @@ def spread(v):
         return "-"
     return f"{(max(v) - min(v)) / statistics.median(v) * 100:.0f}%"
 
+def interval(c, i, agg, tol, seed):
+    """90% bootstrap interval of agg(collbench)/agg(IMB), each tool's rounds resampled on their
+    own, and what it says: within tol, slower or faster beyond it, or undecided (noise)."""
+    if len(c) < 3 or len(i) < 3:
+        return None, "-"
+    rng = random.Random(seed)
+    qs = sorted(agg(rng.choices(c, k=len(c))) / agg(rng.choices(i, k=len(i)))
+                for _ in range(2000))
+    lo, hi = qs[100], qs[1899]
+    t = tol / 100
+    if lo >= 1 - t and hi <= 1 + t:
+        verdict = "within"
+    elif lo > 1 + t:
+        verdict = "slower"
+    elif hi < 1 - t:
+        verdict = "faster"
+    else:
+        verdict = "undecided"
+    return (lo, hi), verdict
+
 def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
     rounds, np_, tol = int(rounds), int(np_), float(tol)
     agg = statistics.median if stat == "median" else min
@@ -313,10 +333,11 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                 im = agg(i) if i else None
                 ratio = cm / im if cm is not None and im else None
                 within = None if ratio is None else abs(ratio - 1) <= tol / 100
+                ci, verdict = interval(c, i, agg, tol, f"{op}-{key[0]}")
                 rows.append({"op": op, "bytes": key[0], "imb_bytes": key[1], "iters": iters,
                              "warmup": warm, "collbench_us": c, "imb_us": i,
                              f"collbench_{stat}_us": cm, f"imb_{stat}_us": im, "ratio": ratio,
-                             "within": within})
+                             "within": within, "ratio_interval90": ci, "verdict": verdict})
     lines = []
     lines.append(f"Compared: collbench time_us (batched: n back-to-back calls / n, mean over "
                  f"ranks) vs IMB-MPI1 t_avg (mean over ranks of per-call time, -sync {imb_sync}); "
@@ -325,23 +346,32 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
     lines.append("bytes = per-rank size as in collbench's size column; for all_to_all that is all "
                  f"{np_} blocks a rank sends, and IMB Alltoall's #bytes is one block (bytes/{np_}).")
     lines.append("spread = (max - min) / median over the rounds; ratio = collbench / IMB.")
+    lines.append(f"90% interval: of the ratio, each tool's rounds resampled (bootstrap); verdict: "
+                 f"within {tol:g}%, slower or faster beyond it, or undecided (the interval "
+                 f"straddles a bound: the rounds' noise is too large to tell; needs >= 3 rounds).")
     lines.append("")
     lines.append(f"| op | bytes | IMB #bytes | iters | collbench {stat} us | IMB {stat} us | "
-                 f"ratio | within {tol:g}% | collbench spread | IMB spread |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|")
+                 f"ratio | within {tol:g}% | collbench spread | IMB spread | 90% interval | verdict |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|:---:|:---:|")
     for x in rows:
+        ci = x["ratio_interval90"]
         lines.append(f"| {x['op']} | {x['bytes']} | {x['imb_bytes']} | {x['iters']} | "
                      f"{fmt(x[f'collbench_{stat}_us'])} | {fmt(x[f'imb_{stat}_us'])} | "
                      f"{'-' if x['ratio'] is None else format(x['ratio'], '.3f')} | "
                      f"{'-' if x['within'] is None else ('yes' if x['within'] else 'no')} | "
-                     f"{spread(x['collbench_us'])} | {spread(x['imb_us'])} |")
+                     f"{spread(x['collbench_us'])} | {spread(x['imb_us'])} | "
+                     f"{'-' if ci is None else f'{ci[0]:.2f}-{ci[1]:.2f}'} | {x['verdict']} |")
     lines.append("")
     for op in ops:
         rs = [x for x in rows if x["op"] == op and x["within"] is not None]
         ok = sum(1 for x in rs if x["within"])
         worst = max(rs, key=lambda x: abs(x["ratio"] - 1), default=None)
         w = (f"; worst {worst['ratio']:.3f} at {worst['bytes']} B" if worst else "")
-        lines.append(f"{op}: {ok}/{len(rs)} sizes within {tol:g}%{w}")
+        counts = {v: sum(1 for x in rs if x["verdict"] == v)
+                  for v in ("within", "slower", "faster", "undecided")}
+        by = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+        lines.append(f"{op}: {ok}/{len(rs)} sizes within {tol:g}%{w}"
+                     + (f"; by the 90% intervals: {by}" if sum(counts.values()) else ""))
     text = "\n".join(lines) + "\n"
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write(text)
