@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -62,58 +59,14 @@ fn progress(ticks: u64) -> Progress {
 #[test]
 fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let plan = tmp.path().join("plan.toml");
-    std::fs::write(
-        &plan,
-        "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"2s\"\nstall = \"600s\"\nabort_after = \"600s\"\n",
-    )
-    .unwrap();
     let results = tmp.path().join("results");
-    let mut child = Command::new(common::exe())
-        .args(["controller", "--plan"])
-        .arg(&plan)
-        .args(["--listen", "127.0.0.1:0", "--results"])
-        .arg(&results)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let said = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let said = said.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                said.lock().unwrap().push(line);
-            }
-        })
-    };
-    let find = |pat: &str| -> Option<String> {
-        said.lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains(pat))
-            .cloned()
-    };
-    common::wait_for("the controller to listen", Duration::from_secs(20), || {
-        find("COLLBENCH_SECRET_FILE=").is_some()
-    });
-    let line = find("COLLBENCH_SECRET_FILE=").unwrap();
-    let addr = line
-        .split("COLLBENCH_CONTROLLER=")
-        .nth(1)
-        .and_then(|x| x.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let secret_file = line
-        .split("COLLBENCH_SECRET_FILE=")
-        .nth(1)
-        .and_then(|x| x.split_whitespace().next())
-        .unwrap();
-    let secret = std::fs::read_to_string(secret_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let ctl = common::Controller::start(
+        tmp.path(),
+        "[run]\nheartbeat = \"200ms\"\nheartbeat_timeout = \"2s\"\nstall = \"600s\"\nabort_after = \"600s\"\n",
+        &["--results", results.to_str().unwrap()],
+    );
+    let (addr, secret) = (ctl.addr.clone(), ctl.secret.clone());
+    let find = |pat: &str| ctl.find(pat);
 
     // Connections: (first rank, members it relays).
     let mut conns: Vec<(usize, Vec<usize>, TcpStream)> = Vec::new();
@@ -143,8 +96,8 @@ fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
     while named(SILENT_DIRECT).is_none() || named(SILENT_RELAYED).is_none() {
         assert!(
             t0.elapsed() < Duration::from_secs(60),
-            "the silent ranks were not named: {:#?}",
-            said.lock().unwrap()
+            "the silent ranks were not named: {}",
+            ctl.said()
         );
         ticks += 1;
         for (first, members, s) in &mut conns {
@@ -198,11 +151,8 @@ fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
         )
         .unwrap();
     }
-    let out = child.wait_with_output().unwrap();
-    reader.join().unwrap();
-    let said = said.lock().unwrap().join("\n");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{said}");
+    let (code, stdout, said) = ctl.finish();
+    assert_eq!(code, Some(0), "{stdout}\n{said}");
     let detected: Vec<&str> = said
         .lines()
         .filter(|l| l.contains("detected missed_heartbeat"))

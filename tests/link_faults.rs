@@ -802,7 +802,7 @@ fn timing_a_delay_on_one_host_slows_every_call_while_it_holds() {
         "--op",
         "all_reduce",
         "--run-for",
-        "5s",
+        "6s",
     ];
     let (code, log) = controller_run(&c, &plan, &sweep, &out);
     assert_eq!(code, Some(0), "{log}");
@@ -817,7 +817,13 @@ fn timing_a_delay_on_one_host_slows_every_call_while_it_holds() {
             .as_f64()
             .unwrap_or_else(|| panic!("no {p} phase: {f}"))
     };
-    assert!(p50("during") >= 15_000.0, "p50 during a 20 ms delay: {ph}");
+    // The window runs from when the agent said the delay holds (not when it was sent) to its revert.
+    let sent = f["sent_at_s"].as_f64().expect("sent_at_s");
+    assert!(f["applied_at_s"].as_f64().unwrap() >= sent, "{f}");
+    assert!(
+        p50("during") >= 15_000.0,
+        "p50 during a 20 ms delay: {f}\n{log}"
+    );
     // After: the row that straddles the revert, and calls on 2 shared cores, stay well under it.
     assert!(p50("before") < 5_000.0, "{ph}");
     assert!(p50("after") < p50("during") / 2.0, "{ph}");

@@ -106,6 +106,9 @@ struct ArmedPoint {
     duration_ms: Option<u64>,
 }
 
+/// How much later than the controller's revert an agent reverts a timed fault by itself.
+const SELF_REVERT_MARGIN: Duration = Duration::from_secs(2);
+
 /// Something applied that must be undone: at its deadline, on Revert, or when the agent ends.
 struct Held {
     id: usize,
@@ -434,7 +437,11 @@ pub fn reached(shared: &Arc<Shared>, op: &str, size_matches: impl Fn(u64) -> boo
 }
 
 fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u64>) {
-    let until = duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+    // The controller reverts the fault its duration after this agent says it holds; this
+    // deadline, a little later, is the backstop for a controller that cannot reach the agent
+    // (a partition on the control path): from when the fault holds, not when it was asked for.
+    let until =
+        || duration_ms.map(|ms| Instant::now() + Duration::from_millis(ms) + SELF_REVERT_MARGIN);
     let applied = |revert: String| {
         send(
             shared,
@@ -448,7 +455,7 @@ fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u6
     match action {
         Action::Slow { delay_ns } => {
             shared.slow_ns.store(delay_ns, Ordering::Relaxed);
-            hold(shared, id, until, HeldKind::Slow);
+            hold(shared, id, until(), HeldKind::Slow);
             applied("the rank stops sleeping before each collective".into());
         }
         Action::Corrupt => {
@@ -503,7 +510,7 @@ fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u6
                                         None => lease.revert.to_string(),
                                     };
                                     applied(revert);
-                                    hold(shared, id, until, HeldKind::Link(lease, daemon));
+                                    hold(shared, id, until(), HeldKind::Link(lease, daemon));
                                 }
                                 Err(e) => failed(shared, id, e.to_string()),
                             }

@@ -127,6 +127,8 @@ pub struct MergedResult {
 
 /// At most this many distinct (op, size, placement) keys are merged (each holds a histogram).
 const MAX_RESULT_KEYS: usize = 1024;
+/// How long agents may take to say a fault holds before its duration counts anyway.
+const AGENT_APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Registrations are logged one by one up to this world size, then in tenths.
 const LOG_EACH_RANK_UP_TO: usize = 256;
 
@@ -138,6 +140,8 @@ struct FaultState {
     stopped_pids: Vec<u32>,
     /// Ranks whose agents hold the fault (they revert it).
     agent_ranks: Vec<usize>,
+    /// Agents that said the fault is in effect on their host.
+    confirmed: Vec<usize>,
     revert_at: Option<Instant>,
     /// When it was reverted; detections long after that are not its doing.
     reverted_at: Option<Instant>,
@@ -416,6 +420,7 @@ pub async fn run(
             applied_at: None,
             stopped_pids: Vec::new(),
             agent_ranks: Vec::new(),
+            confirmed: Vec::new(),
             revert_at: None,
             reverted_at: None,
             done: false,
@@ -872,15 +877,34 @@ fn on_message(
             st.detect(culprit.or(Some(rank)), mechanism, detail, false);
         }
         ToController::FaultApplied { id, unix_s, revert } => {
+            let at = st.timeline.sweep_start_unix_s.map(|s| unix_s - s);
             if let Some(f) = st.faults.get_mut(id) {
                 f.event.revert = Some(revert);
                 if f.applied_at.is_none() {
                     f.applied_at = Some(now);
                     f.revert_at = f.fault.duration.map(|d| now + d);
                 }
-            }
-            let at = st.timeline.sweep_start_unix_s.map(|s| unix_s - s);
-            if let Some(f) = st.faults.get_mut(id) {
+                if !f.confirmed.contains(&rank) {
+                    f.confirmed.push(rank);
+                }
+                // Sent is not in effect: an agent may take a while (a rule to install, a delayer
+                // to start, a busy host). The fault is in effect once every agent holding it said
+                // so, and its duration counts from there.
+                let everywhere = f.agent_ranks.iter().all(|r| f.confirmed.contains(r));
+                if everywhere && f.reverted_at.is_none() {
+                    if let Some(at) = at {
+                        f.event.applied_at_s = Some(f.event.applied_at_s.map_or(at, |a| a.max(at)));
+                    }
+                    if f.revert_at.is_some() {
+                        f.revert_at = f.fault.duration.map(|d| now + d);
+                    }
+                    if let (Some(sent), Some(at)) = (f.event.sent_at_s, at) {
+                        crate::say(&format!(
+                            "collbench controller: {at:7.3}s fault {id} in effect ({:.3}s after it was sent)",
+                            (at - sent).max(0.0)
+                        ));
+                    }
+                }
                 f.event.applied_at_s = f.event.applied_at_s.or(at);
                 if !f.event.ranks.contains(&rank) {
                     f.event.ranks.push(rank);
@@ -1372,7 +1396,15 @@ fn apply(st: &mut State, i: usize, config: &Config, now: Instant) {
     }
     let fs = &mut st.faults[i];
     fs.applied_at = Some(now);
-    fs.revert_at = f.duration.map(|d| now + d);
+    // With agents, the duration counts from when they all say the fault holds; this deadline is
+    // only for agents that never answer.
+    let wait = if agents.is_empty() {
+        Duration::ZERO
+    } else {
+        AGENT_APPLY_WAIT
+    };
+    fs.revert_at = f.duration.map(|d| now + wait + d);
+    fs.event.sent_at_s = (!agents.is_empty()).then_some(at_s);
     fs.agent_ranks = agents;
     fs.event.applied_at_s = Some(at_s);
     fs.event.ranks = targets.clone();
@@ -1383,8 +1415,13 @@ fn apply(st: &mut State, i: usize, config: &Config, now: Instant) {
     if fs.agent_ranks.is_empty() && stopped.is_empty() {
         fs.done = true;
     }
+    let what = if fs.agent_ranks.is_empty() {
+        "applied"
+    } else {
+        "sent to the agents"
+    };
     crate::say(&format!(
-        "collbench controller: {at_s:7.3}s fault {} applied: {} {} (ranks {targets:?})",
+        "collbench controller: {at_s:7.3}s fault {} {what}: {} {} (ranks {targets:?})",
         f.id,
         f.kind.name(),
         f.target

@@ -366,8 +366,12 @@ pub struct FaultEvent {
     pub target: String,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub start: serde_json::Value,
-    /// Seconds since the sweep started.
+    /// Seconds since the sweep started: when the fault was in effect (every agent holding it
+    /// said so, or the controller signalled the rank itself).
     pub applied_at_s: Option<f64>,
+    /// When the controller sent it to the ranks' agents, where they apply it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_s: Option<f64>,
     pub reverted_at_s: Option<f64>,
     pub revert: Option<String>,
     pub ranks: Vec<usize>,
@@ -398,6 +402,7 @@ impl FaultEvent {
                 } => serde_json::json!({"op": op.name(), "size": size, "iteration": iteration}),
             },
             applied_at_s: None,
+            sent_at_s: None,
             reverted_at_s: None,
             revert: None,
             ranks: match f.target {

@@ -190,3 +190,93 @@ pub fn no_process_left(out: &Path) {
         || processes_mentioning(&needle).is_empty(),
     );
 }
+
+/// A standalone `collbench controller` for simulated agents: its stderr is collected, its
+/// address and the run's secret are read from the line it prints.
+pub struct Controller {
+    pub child: std::process::Child,
+    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    pub addr: String,
+    pub secret: String,
+}
+
+impl Controller {
+    /// Starts it on 127.0.0.1 with `plan` (TOML text) and `extra` arguments.
+    pub fn start(dir: &Path, plan: &str, extra: &[&str]) -> Controller {
+        use std::io::BufRead;
+        let plan_path = dir.join("plan.toml");
+        std::fs::write(&plan_path, plan).unwrap();
+        let mut child = Command::new(exe())
+            .args(["controller", "--plan"])
+            .arg(&plan_path)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let err = child.stderr.take().unwrap();
+        let lines = said.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut c = Controller {
+            child,
+            said,
+            reader: Some(reader),
+            addr: String::new(),
+            secret: String::new(),
+        };
+        wait_for(
+            "the controller to listen",
+            std::time::Duration::from_secs(20),
+            || c.find("COLLBENCH_SECRET_FILE=").is_some(),
+        );
+        let line = c.find("COLLBENCH_SECRET_FILE=").unwrap();
+        let value = |key: &str| {
+            line.split(key)
+                .nth(1)
+                .and_then(|x| x.split_whitespace().next())
+                .unwrap()
+                .to_string()
+        };
+        c.addr = value("COLLBENCH_CONTROLLER=");
+        c.secret = std::fs::read_to_string(value("COLLBENCH_SECRET_FILE="))
+            .unwrap()
+            .trim()
+            .to_string();
+        c
+    }
+
+    /// The first line of its stderr so far that contains `pat`.
+    pub fn find(&self, pat: &str) -> Option<String> {
+        self.said
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(pat))
+            .cloned()
+    }
+
+    pub fn said(&self) -> String {
+        self.said.lock().unwrap().join("\n")
+    }
+
+    /// Waits for it to end: (exit code, stdout, stderr).
+    pub fn finish(mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let mut stdout = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = o.read_to_string(&mut stdout);
+        }
+        let code = self.child.wait().unwrap().code();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        (code, stdout, self.said())
+    }
+}
