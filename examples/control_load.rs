@@ -475,8 +475,10 @@ fn main() {
                         let (op, size) = key(k);
                         b.extend(frame(&ToController::Results {
                             op,
+                            dtype: "float".into(),
+                            redop: "sum".into(),
                             size,
-                            placement: "inter".into(),
+                            placement: "out_of_place".into(),
                             ranks: if args.per_node > 1 {
                                 1 + t / TEMPLATES
                             } else {

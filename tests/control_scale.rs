@@ -18,10 +18,12 @@ const DIRECT: usize = 150;
 const PER_RELAY: usize = 5;
 const SILENT_DIRECT: usize = 77;
 const SILENT_RELAYED: usize = 163;
-const KEYS: [(&str, u64); 3] = [
-    ("all_reduce", 8),
-    ("all_reduce", 1 << 20),
-    ("all_gather", 4096),
+/// (op, dtype, redop, size): two rows that differ only in their type stay apart.
+const KEYS: [(&str, &str, &str, u64); 4] = [
+    ("all_reduce", "float", "sum", 8),
+    ("all_reduce", "double", "sum", 8),
+    ("all_reduce", "float", "sum", 1 << 20),
+    ("all_to_all", "float", "none", 4096),
 ];
 
 fn hello(secret: &str, rank: usize) -> Hello {
@@ -126,7 +128,7 @@ fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
 
     // Uploads: per rank and key (a relay sends its node merged), then goodbye.
     for (first, members, s) in &mut conns {
-        for (k, (op, size)) in KEYS.iter().enumerate() {
+        for (k, (op, dtype, redop, size)) in KEYS.iter().enumerate() {
             let mut h = histogram(*first, k);
             for &m in members.iter() {
                 h.merge(&histogram(m, k)).unwrap();
@@ -135,8 +137,10 @@ fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
                 s,
                 &ToController::Results {
                     op: op.to_string(),
+                    dtype: dtype.to_string(),
+                    redop: redop.to_string(),
                     size: *size,
-                    placement: "inter".into(),
+                    placement: "out_of_place".into(),
                     ranks: 1 + members.len() as u64,
                     histogram: b64(&h),
                 },
@@ -169,15 +173,20 @@ fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
     assert_eq!(doc["registered_ranks"], RANKS);
     let rows = doc["results"].as_array().unwrap();
     assert_eq!(rows.len(), KEYS.len(), "{doc:#}");
-    for (k, (op, size)) in KEYS.iter().enumerate() {
+    for (k, (op, dtype, redop, size)) in KEYS.iter().enumerate() {
         let mut expected = LatencyHistogram::new();
         for r in 0..RANKS {
             expected.merge(&histogram(r, k)).unwrap();
         }
         let row = rows
             .iter()
-            .find(|r| r["op"] == *op && r["size_bytes"] == *size)
-            .unwrap_or_else(|| panic!("no row for {op} {size}: {doc:#}"));
+            .find(|r| {
+                r["op"] == *op
+                    && r["dtype"] == *dtype
+                    && r["redop"] == *redop
+                    && r["size_bytes"] == *size
+            })
+            .unwrap_or_else(|| panic!("no row for {op} {dtype} {redop} {size}: {doc:#}"));
         assert_eq!(row["ranks"], RANKS as u64);
         assert_eq!(row["uploads"], conns.len() as u64);
         let merged = base64::engine::general_purpose::STANDARD

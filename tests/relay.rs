@@ -102,12 +102,18 @@ fn uploads_match_records(out: &Path, relay: &str) {
     let records = doc["results"].as_array().unwrap();
     let rows = merged["results"].as_array().unwrap();
     assert_eq!(records.len(), rows.len(), "{merged:#}");
-    assert!(records.len() >= 4, "two ops, two placements: {merged:#}");
+    assert_eq!(
+        records.len(),
+        12,
+        "all-reduce in 2 types x 2 reductions, all-to-all in 2 types, two placements: {merged:#}"
+    );
     for rec in records {
         let row = rows
             .iter()
             .find(|r| {
                 r["op"] == rec["op"]
+                    && r["dtype"] == rec["dtype"]
+                    && r["redop"] == rec["redop"]
                     && r["size_bytes"] == rec["size_bytes"]
                     && r["placement"] == rec["placement"]
             })
@@ -122,8 +128,8 @@ fn uploads_match_records(out: &Path, relay: &str) {
         ] {
             assert_eq!(
                 a[k], b[k],
-                "{k} of {} {}: {a} vs {b}",
-                rec["op"], rec["placement"]
+                "{k} of {} {} {} {}: {a} vs {b}",
+                rec["op"], rec["dtype"], rec["redop"], rec["placement"]
             );
         }
     }
@@ -135,7 +141,12 @@ fn uploaded_histograms_equal_the_gathered_ones() {
         let tmp = tempfile::tempdir().unwrap();
         let out = out_dir(&tmp, relay);
         let p = plan(tmp.path(), "");
-        let (code, log) = local_with_plan("4", &p, &out, &["--relay", relay]);
+        let (code, log) = local_with_plan(
+            "4",
+            &p,
+            &out,
+            &["--relay", relay, "-d", "float,int32", "-o", "sum,max"],
+        );
         assert_eq!(code, 0, "{log}");
         uploads_match_records(&out, relay);
     }

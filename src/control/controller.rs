@@ -105,7 +105,7 @@ pub struct Timeline {
     /// (pid, parent pid) of the ranks this process can signal, to make sure none outlives the job.
     #[serde(skip)]
     pub local_pids: Vec<(u32, u32)>,
-    /// The ranks' uploaded histograms, merged per (op, size, placement).
+    /// The ranks' uploaded histograms, merged per sweep row.
     #[serde(skip)]
     pub results: Vec<MergedResult>,
     /// Ranks that ever registered.
@@ -113,19 +113,17 @@ pub struct Timeline {
     pub registered: usize,
 }
 
-/// One (op, size, placement) merged over every rank that uploaded it.
+/// One sweep row merged over every rank that uploaded it.
 #[derive(Clone, Debug)]
 pub struct MergedResult {
-    pub op: String,
-    pub size: u64,
-    pub placement: String,
+    pub key: proto::ResultKey,
     /// Ranks merged in (a relay's upload counts the ranks it merged).
     pub ranks: u64,
     pub uploads: u64,
     pub hist: crate::metrics::LatencyHistogram,
 }
 
-/// At most this many distinct (op, size, placement) keys are merged (each holds a histogram).
+/// At most this many distinct sweep rows are merged (each holds a histogram).
 const MAX_RESULT_KEYS: usize = 1024;
 /// How long agents may take to say a fault holds before its duration counts anyway.
 const AGENT_APPLY_WAIT: Duration = Duration::from_secs(10);
@@ -169,7 +167,7 @@ struct State {
     /// How long after its revert a detection may still be a fault's: the slowest detector's delay.
     grace: Duration,
     ended: bool,
-    results: BTreeMap<(String, u64, String), MergedResult>,
+    results: BTreeMap<proto::ResultKey, MergedResult>,
     /// Ranks whose missing_since is set.
     missing: usize,
     /// Every heartbeat (and registration) as (when, rank), oldest first: the monitor looks only at
@@ -775,20 +773,13 @@ fn identity() -> &'static (String, String) {
 }
 
 /// Merges one uploaded histogram into its key (decoded before the lock is taken).
-fn on_results(
-    state: &Shared,
-    rank: usize,
-    key: (String, u64, String),
-    ranks: u64,
-    histogram: &str,
-) {
+fn on_results(state: &Shared, rank: usize, key: proto::ResultKey, ranks: u64, histogram: &str) {
     use base64::Engine;
     let bytes = match base64::engine::general_purpose::STANDARD.decode(histogram) {
         Ok(b) => b,
         Err(e) => {
             return crate::say(&format!(
-                "collbench controller: rank {rank}'s results for {} {} B are not base64: {e}",
-                key.0, key.1
+                "collbench controller: rank {rank}'s results for {key} are not base64: {e}"
             ))
         }
     };
@@ -797,11 +788,9 @@ fn on_results(
     let entry = match st.results.entry(key) {
         std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
         std::collections::btree_map::Entry::Vacant(v) if keys < MAX_RESULT_KEYS => {
-            let (op, size, placement) = v.key().clone();
+            let key = v.key().clone();
             v.insert(MergedResult {
-                op,
-                size,
-                placement,
+                key,
                 ranks: 0,
                 uploads: 0,
                 hist: Default::default(),
@@ -809,9 +798,8 @@ fn on_results(
         }
         std::collections::btree_map::Entry::Vacant(v) => {
             return crate::say(&format!(
-                "collbench controller: rank {rank}'s results for {} {} B dropped: over {MAX_RESULT_KEYS} (op, size, placement) keys",
-                v.key().0,
-                v.key().1
+                "collbench controller: rank {rank}'s results for {} dropped: over {MAX_RESULT_KEYS} sweep rows",
+                v.key()
             ))
         }
     };
@@ -821,8 +809,8 @@ fn on_results(
             entry.uploads += 1;
         }
         Err(e) => crate::say(&format!(
-            "collbench controller: rank {rank}'s results for {} {} B do not merge: {e}",
-            entry.op, entry.size
+            "collbench controller: rank {rank}'s results for {} do not merge: {e}",
+            entry.key
         )),
     }
 }
@@ -835,13 +823,22 @@ fn on_message(
 ) -> Option<Result<(), proto::FrameError>> {
     if let ToController::Results {
         op,
+        dtype,
+        redop,
         size,
         placement,
         ranks,
         histogram,
     } = msg
     {
-        on_results(state, rank, (op, size, placement), ranks, &histogram);
+        let key = proto::ResultKey {
+            op,
+            dtype,
+            redop,
+            size,
+            placement,
+        };
+        on_results(state, rank, key, ranks, &histogram);
         return None;
     }
     if let ToController::Exchange { seq, op, data } = msg {

@@ -140,6 +140,27 @@ impl Hello {
     }
 }
 
+/// What one uploaded histogram measured: a row of the sweep, as results are merged by.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResultKey {
+    pub op: String,
+    pub dtype: String,
+    /// "none" for collectives without a reduction, as run.json has it.
+    pub redop: String,
+    pub size: u64,
+    pub placement: String,
+}
+
+impl std::fmt::Display for ResultKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} B {}",
+            self.op, self.dtype, self.redop, self.size, self.placement
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ToController {
@@ -184,10 +205,15 @@ pub enum ToController {
     ProbeResult {
         loss: Vec<(String, f64)>,
     },
-    /// One (op, size, placement)'s latency histogram (`LatencyHistogram::to_bytes`, base64), for the
+    /// One sweep row's latency histogram (`LatencyHistogram::to_bytes`, base64), for the
     /// controller to merge; `ranks` is how many ranks it already merges (a node's relay sends >1).
     Results {
         op: String,
+        #[serde(default)]
+        dtype: String,
+        /// "none" for collectives without a reduction.
+        #[serde(default)]
+        redop: String,
         size: u64,
         placement: String,
         #[serde(default = "one")]
@@ -575,6 +601,8 @@ mod tests {
         for msg in [
             ToController::Results {
                 op: "all_reduce".into(),
+                dtype: "float".into(),
+                redop: "sum".into(),
                 size: 8,
                 placement: "inter".into(),
                 ranks: 8,

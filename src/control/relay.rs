@@ -154,27 +154,29 @@ pub fn socket_path(secret: &str, host: &str) -> Result<PathBuf, String> {
     Ok(dir.join(format!("{:016x}.sock", h.finish())))
 }
 
-/// Uploads this rank's histogram of one (op, size, placement) to the controller (merged over the
-/// node first when relayed); nothing without a controller.
-pub fn upload(op: &str, size: u64, placement: &str, hist: &LatencyHistogram) {
+/// Uploads this rank's histogram of one sweep row to the controller (merged over the node first
+/// when relayed); nothing without a controller.
+pub fn upload(key: impl FnOnce() -> Key, hist: &LatencyHistogram) {
     let Some(shared) = SINK.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
         return;
     };
-    let key = (op.to_string(), size, placement.to_string());
+    let key = key();
     match shared.relay.get() {
         Some(r) => r.add(key, hist, 1),
         None => agent::notify(&shared, &results_msg(&key, 1, hist)),
     }
 }
 
-type Key = (String, u64, String);
+pub use super::proto::ResultKey as Key;
 
 fn results_msg(key: &Key, ranks: u64, hist: &LatencyHistogram) -> ToController {
     use base64::Engine;
     ToController::Results {
-        op: key.0.clone(),
-        size: key.1,
-        placement: key.2.clone(),
+        op: key.op.clone(),
+        dtype: key.dtype.clone(),
+        redop: key.redop.clone(),
+        size: key.size,
+        placement: key.placement.clone(),
         ranks,
         histogram: base64::engine::general_purpose::STANDARD.encode(hist.to_bytes()),
     }
@@ -331,11 +333,22 @@ impl Relay {
                 }
                 Ok(ToController::Results {
                     op,
+                    dtype,
+                    redop,
                     size,
                     placement,
                     ranks,
                     histogram,
-                }) => self.add_uploaded(rank, (op, size, placement), ranks, &histogram),
+                }) => {
+                    let key = Key {
+                        op,
+                        dtype,
+                        redop,
+                        size,
+                        placement,
+                    };
+                    self.add_uploaded(rank, key, ranks, &histogram)
+                }
                 Ok(msg) => {
                     let bye = matches!(msg, ToController::Goodbye { .. });
                     agent::notify(
@@ -407,10 +420,7 @@ impl Relay {
             .and_then(|b| LatencyHistogram::from_bytes(&b).map_err(|e| e.to_string()));
         match hist {
             Ok(h) => self.add(key, &h, ranks),
-            Err(e) => self.say(&format!(
-                "rank {rank}'s results for {} {} B dropped: {e}",
-                key.0, key.1
-            )),
+            Err(e) => self.say(&format!("rank {rank}'s results for {key} dropped: {e}")),
         }
     }
 
@@ -424,10 +434,7 @@ impl Relay {
                 since: Instant::now(),
             });
             if let Err(e) = p.hist.merge(hist) {
-                return self.say(&format!(
-                    "results for {} {} B do not merge: {e}",
-                    key.0, key.1
-                ));
+                return self.say(&format!("results for {key} do not merge: {e}"));
             }
             p.ranks += ranks;
         }

@@ -1,4 +1,5 @@
-//! The results the ranks upload to the controller: merged per (op, size, placement) as they arrive,
+//! The results the ranks upload to the controller: merged per sweep row (op, type, reduction, size,
+//! placement) as they arrive,
 //! written once at the end as controller_results.json (summary and V2 histogram per key).
 
 use std::path::Path;
@@ -21,6 +22,8 @@ struct Doc<'a> {
 #[derive(Serialize)]
 struct Row<'a> {
     op: &'a str,
+    dtype: &'a str,
+    redop: &'a str,
     size_bytes: u64,
     placement: &'a str,
     ranks: u64,
@@ -39,9 +42,11 @@ pub fn write(dir: Option<&Path>, t: &Timeline) -> Result<(), Failure> {
         .results
         .iter()
         .map(|m| Row {
-            op: &m.op,
-            size_bytes: m.size,
-            placement: &m.placement,
+            op: &m.key.op,
+            dtype: &m.key.dtype,
+            redop: &m.key.redop,
+            size_bytes: m.key.size,
+            placement: &m.key.placement,
             ranks: m.ranks,
             uploads: m.uploads,
             latency: m.hist.summary(),
@@ -52,8 +57,10 @@ pub fn write(dir: Option<&Path>, t: &Timeline) -> Result<(), Failure> {
     let Some(dir) = dir else {
         for r in &rows {
             println!(
-                "# {} {} B {}: {} ranks, {} samples, p50 {:.1} us, p99 {:.1} us",
+                "# {} {} {} {} B {}: {} ranks, {} samples, p50 {:.1} us, p99 {:.1} us",
                 r.op,
+                r.dtype,
+                r.redop,
                 r.size_bytes,
                 r.placement,
                 r.ranks,

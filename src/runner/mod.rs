@@ -266,7 +266,14 @@ fn assemble(
     for &s in &m.samples {
         hist.record(s);
     }
-    crate::control::relay::upload(call.op.name(), shape.bytes, call.placement.name(), &hist);
+    let key = || crate::control::relay::Key {
+        op: call.op.name().to_string(),
+        dtype: call.dtype.name().to_string(),
+        redop: call.redop.map_or("none", |r| r.name()).to_string(),
+        size: shape.bytes,
+        placement: call.placement.name().to_string(),
+    };
+    crate::control::relay::upload(key, &hist);
     let mut payload = Vec::with_capacity(64);
     payload.extend_from_slice(&m.batched_ns.to_le_bytes());
     payload.extend_from_slice(&m.wrong.to_le_bytes());
