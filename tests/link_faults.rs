@@ -674,6 +674,56 @@ fn controller_run(c: &Cluster, plan: &str, sweep: &[&str], out: &Path) -> (Optio
     (o.status.code(), format!("{so}\n{se}"))
 }
 
+/// Node relays across hosts: on 2 hosts of 2 ranks, each host's second rank registers through
+/// the relay on its own host, and the controller's merged uploads (one per host and row) equal
+/// what MPI gathered to rank 0.
+#[test]
+fn vcluster_relays_each_hosts_ranks_and_their_uploads_merge() {
+    need_root!();
+    let c = Cluster::up(2);
+    let (_tmp, out) = common::fresh_out();
+    let sweep = ["-b", "1K", "-e", "1K", "-n", "30", "--relay", "node"];
+    let (code, log) = controller_run(&c, "", &sweep, &out);
+    assert_eq!(code, Some(0), "{log}");
+    // --map-by node: ranks 0 and 2 on host 1, 1 and 3 on host 2.
+    for (rank, host, relay) in [(2, 1, 0), (3, 2, 1)] {
+        let line = format!("rank {rank} registered from {} (pid", c.host(host));
+        let through = format!("through relay rank {relay}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&line) && l.contains(&through)),
+            "rank {rank} should come through rank {relay} on {}: {log}",
+            c.host(host)
+        );
+    }
+    let doc = common::read_run(&out);
+    common::assert_schema_valid(&doc);
+    let merged: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("controller_results.json")).expect("uploads written"),
+    )
+    .unwrap();
+    let records = doc["results"].as_array().unwrap();
+    let rows = merged["results"].as_array().unwrap();
+    assert_eq!(records.len(), 4, "two ops, two placements: {doc:#}");
+    assert_eq!(rows.len(), records.len(), "{merged:#}");
+    for rec in records {
+        let row = rows
+            .iter()
+            .find(|r| {
+                ["op", "dtype", "redop", "size_bytes", "placement"]
+                    .iter()
+                    .all(|k| r[k] == rec[k])
+            })
+            .unwrap_or_else(|| panic!("no upload for {rec}"));
+        assert_eq!(row["ranks"], 4, "{row}");
+        assert_eq!(row["uploads"], 2, "one merged upload per host: {row}");
+        for k in ["samples", "min_us", "p50_us", "p99_us", "max_us", "mean_us"] {
+            assert_eq!(row["latency"][k], rec["latency"][k], "{k}: {row} vs {rec}");
+        }
+    }
+    assert_hosts_clean(&c, 2);
+}
+
 fn assert_hosts_clean(c: &Cluster, hosts: usize) {
     for i in 1..=hosts {
         c.assert_clean(i);
