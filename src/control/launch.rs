@@ -349,8 +349,12 @@ pub fn print_timeline(t: &Timeline) {
     println!("# fault timeline (seconds since the sweep started)");
     for f in &t.faults {
         let when = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}s"));
+        let sent = match (f.sent_at_s, f.applied_at_s) {
+            (Some(s), Some(a)) => format!(" ({:.3}s after it was sent)", (a - s).max(0.0)),
+            _ => String::new(),
+        };
         println!(
-            "#   fault {} {} {}: applied {}, reverted {}, outcome {}{}",
+            "#   fault {} {} {}: applied {}{sent}, reverted {}, outcome {}{}",
             f.id,
             f.kind,
             f.target,
