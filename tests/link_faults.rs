@@ -1,48 +1,19 @@
 //! Link faults on a real virtual cluster (scripts/vcluster: network namespaces, veths, a bridge):
 //! each fault applied, its effect observed with real traffic, reverted, and healed. Needs root.
 
+#[macro_use]
 mod common;
 
+use common::{unique_prefix, vcluster, Cluster};
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use collbench::control::link::{
     self, BitRate, Fault, IfaceName, Ipv4Cidr, LinkError, NetnsName, Percent, Reverted, Where,
 };
-
-fn vcluster() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster")
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-macro_rules! need_root {
-    () => {
-        if !is_root() {
-            eprintln!("SKIP: this test needs root (network namespaces); CI runs it as root");
-            return;
-        }
-    };
-}
-
-/// A unique prefix per test process and test: t + pid + counter, at most 8 characters.
-fn unique_prefix() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let mut id = std::process::id() as u64 * 36 + n as u64 % 36;
-    let mut s = String::new();
-    while id > 0 {
-        s.insert(0, char::from_digit((id % 36) as u32, 36).unwrap());
-        id /= 36;
-    }
-    format!("t{}", &s[s.len().saturating_sub(7)..])
-}
 
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("start command")
@@ -54,40 +25,23 @@ fn expect_ok(o: &Output, what: &str) -> String {
     out
 }
 
-/// A virtual cluster that is torn down when dropped, also when the test panics.
-struct Cluster {
-    prefix: String,
+/// What the link-fault tests ask of the virtual cluster beyond starting it.
+trait Hosts {
+    fn at(&self, i: usize) -> Where;
+    fn addr(&self, i: usize) -> Ipv4Addr;
+    fn ping(&self, from: usize, to: Ipv4Addr, count: u32, interval: &str, size: u32) -> Ping;
+    fn reaches(&self, from: usize, to: Ipv4Addr) -> bool;
+    fn reaches_soon(&self, from: usize, to: Ipv4Addr) -> bool;
+    fn assert_clean(&self, i: usize);
 }
 
-impl Cluster {
-    fn up(hosts: usize) -> Cluster {
-        let prefix = unique_prefix();
-        // A cluster left by an earlier process with the same id would block this one.
-        run(Command::new(vcluster()).args(["down", "--prefix", &prefix]));
-        let o = run(Command::new(vcluster()).args(["up", &hosts.to_string(), "--prefix", &prefix]));
-        let c = Cluster { prefix };
-        expect_ok(&o, "vcluster up");
-        c
-    }
-
-    fn host(&self, i: usize) -> String {
-        format!("{}-h{i}", self.prefix)
-    }
-
+impl Hosts for Cluster {
     fn at(&self, i: usize) -> Where {
         Where::Netns(NetnsName::parse(&self.host(i)).unwrap())
     }
 
     fn addr(&self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 77, 0, i as u8)
-    }
-
-    /// `vcluster SUB --prefix P ARGS...`: the prefix goes before what the subcommand passes on.
-    fn vcluster(&self, args: &[&str]) -> Output {
-        run(Command::new(vcluster())
-            .arg(args[0])
-            .args(["--prefix", &self.prefix])
-            .args(&args[1..]))
     }
 
     /// `ping -c count -i interval -s size` from host `from` to `to`; an unreachable network
@@ -177,15 +131,6 @@ struct Ping {
     received: u32,
     time_ms: f64,
     avg_rtt_ms: f64,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let o = self.vcluster(&["down"]);
-        if !o.status.success() {
-            eprintln!("vcluster down failed: {}", common::text(&o).1);
-        }
-    }
 }
 
 fn eth0() -> IfaceName {

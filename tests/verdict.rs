@@ -1,10 +1,10 @@
 //! Topology files and the readiness verdict, through the real binary under the real mpirun.
 //! Tests named timing_* judge real timings and run alone (.config/nextest.toml).
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use common::*;
 
@@ -324,60 +324,9 @@ fn a_gpu_topology_fails_a_cpu_run_on_backend_and_skips_what_it_did_not_measure()
     );
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A virtual cluster (scripts/vcluster) torn down when dropped, also when the test panics.
-struct Cluster {
-    prefix: String,
-}
-
-impl Cluster {
-    fn up(hosts: usize) -> Cluster {
-        let prefix = format!("v{}", std::process::id() % 10_000_000);
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster");
-        let run = |args: &[&str]| {
-            Command::new(&script)
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .expect("start vcluster")
-        };
-        run(&["down", "--prefix", &prefix]);
-        let o = run(&["up", &hosts.to_string(), "--prefix", &prefix]);
-        let c = Cluster { prefix };
-        assert!(o.status.success(), "vcluster up: {:?}", text(&o));
-        c
-    }
-
-    fn mpirun(&self, np: usize, args: &[&str]) -> Output {
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster"))
-            .args(["mpirun", "--prefix", &self.prefix])
-            .args(["-np", &np.to_string(), "--map-by", "node", &exe(), "bench"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("start vcluster mpirun")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster"))
-            .args(["down", "--prefix", &self.prefix])
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
 #[test]
 fn timing_localize_names_the_host_of_a_planted_straggler_on_four_hosts() {
-    if !is_root() {
-        eprintln!("SKIP: this test needs root (network namespaces); CI runs it as root");
-        return;
-    }
+    need_root!();
     let c = Cluster::up(4);
     let topo = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/vcluster-cpu.toml");
     let run = |out: &Path, extra: &[&str]| {
@@ -397,7 +346,7 @@ fn timing_localize_names_the_host_of_a_planted_straggler_on_four_hosts() {
             out.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        c.mpirun(4, &args)
+        c.bench(4, &args)
     };
     let (_t, out) = fresh_out();
     // 5 ms: on 2 shared cores under load, time slices reach ms themselves.
@@ -464,10 +413,7 @@ fn timing_localize_names_the_host_of_a_planted_straggler_on_four_hosts() {
 #[test]
 fn timing_localize_names_the_host_behind_a_rate_limited_link() {
     use collbench::control::link::{self, BitRate, Fault, IfaceName, NetnsName, Where};
-    if !is_root() {
-        eprintln!("SKIP: this test needs root (network namespaces); CI runs it as root");
-        return;
-    }
+    need_root!();
     let c = Cluster::up(4);
     let h2 = format!("{}-h2", c.prefix);
     let at = Where::Netns(NetnsName::parse(&h2).unwrap());
@@ -479,7 +425,7 @@ fn timing_localize_names_the_host_behind_a_rate_limited_link() {
     let (lease, _delayer) = link::apply(&fault, &at).expect("rate-limit h2's eth0");
     let topo = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/vcluster-cpu.toml");
     let (_t, out) = fresh_out();
-    let o = c.mpirun(
+    let o = c.bench(
         4,
         &[
             "-b",

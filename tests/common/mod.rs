@@ -280,3 +280,91 @@ impl Controller {
         (code, stdout, self.said())
     }
 }
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Returns from the test, saying why, when it does not run as root (network namespaces).
+#[allow(unused_macros)]
+macro_rules! need_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("SKIP: this test needs root (network namespaces); CI runs it as root");
+            return;
+        }
+    };
+}
+
+pub fn vcluster() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vcluster")
+}
+
+/// A unique prefix per test process and cluster: t + pid + counter, at most 8 characters.
+pub fn unique_prefix() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut id = std::process::id() as u64 * 36 + n as u64 % 36;
+    let mut s = String::new();
+    while id > 0 {
+        s.insert(0, char::from_digit((id % 36) as u32, 36).unwrap());
+        id /= 36;
+    }
+    format!("t{}", &s[s.len().saturating_sub(7)..])
+}
+
+/// A virtual cluster (scripts/vcluster: network namespaces, veths, a bridge) that is torn down
+/// when dropped, also when the test panics.
+pub struct Cluster {
+    pub prefix: String,
+}
+
+impl Cluster {
+    pub fn up(hosts: usize) -> Cluster {
+        let prefix = unique_prefix();
+        // A cluster left by an earlier process with the same id would block this one.
+        let _ = Command::new(vcluster())
+            .args(["down", "--prefix", &prefix])
+            .stdin(Stdio::null())
+            .output();
+        let c = Cluster { prefix };
+        let o = c.vcluster(&["up", &hosts.to_string()]);
+        assert!(o.status.success(), "vcluster up failed: {:?}", text(&o));
+        c
+    }
+
+    pub fn host(&self, i: usize) -> String {
+        format!("{}-h{i}", self.prefix)
+    }
+
+    /// `vcluster SUB --prefix P ARGS...`: the prefix goes before what the subcommand passes on.
+    pub fn vcluster(&self, args: &[&str]) -> Output {
+        Command::new(vcluster())
+            .arg(args[0])
+            .args(["--prefix", &self.prefix])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .expect("start vcluster")
+    }
+
+    /// `collbench bench ARGS` on `np` ranks, one host after the other (`--map-by node`).
+    pub fn bench(&self, np: usize, args: &[&str]) -> Output {
+        let np = np.to_string();
+        let mut all = vec!["mpirun", "-np", &np, "--map-by", "node"];
+        let exe = exe();
+        all.extend([exe.as_str(), "bench"]);
+        all.extend_from_slice(args);
+        self.vcluster(&all)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let o = self.vcluster(&["down"]);
+        if !o.status.success() {
+            eprintln!("vcluster down failed: {}", text(&o).1);
+        }
+    }
+}
