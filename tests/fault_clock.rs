@@ -90,6 +90,7 @@ fn a_fault_counts_from_when_its_agent_says_it_holds() {
         &ToController::FaultReverted {
             id: 0,
             unix_s: unix_now(),
+            began_unix_s: None,
         },
     )
     .unwrap();

@@ -812,9 +812,16 @@ fn timing_a_delay_on_one_host_slows_every_call_while_it_holds() {
             .as_f64()
             .unwrap_or_else(|| panic!("no {p} phase: {f}"))
     };
-    // The window runs from when the agent said the delay holds (not when it was sent) to its revert.
+    // The window runs from when the agent said the delay holds (not when it was sent) ...
+    assert!(
+        log.contains("fault 0: rule in place and delayer ready in"),
+        "the agent says how long the delay took to hold: {log}"
+    );
     let sent = f["sent_at_s"].as_f64().expect("sent_at_s");
     assert!(f["applied_at_s"].as_f64().unwrap() >= sent, "{f}");
+    // ... and it ends when the agent began the revert, which then takes a while.
+    let began = f["revert_began_at_s"].as_f64().expect("revert_began_at_s");
+    assert!(began <= f["reverted_at_s"].as_f64().unwrap(), "{f}");
     assert!(
         p50("during") >= 15_000.0,
         "p50 during a 20 ms delay: {f}\n{log}"

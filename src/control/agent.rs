@@ -501,13 +501,22 @@ fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u6
                                     lease.apply, lease.revert
                                 ),
                             );
+                            let t0 = Instant::now();
                             match link::apply_lease(&lease) {
                                 Ok(daemon) => {
+                                    let took = t0.elapsed().as_secs_f64();
                                     let revert = match &daemon {
                                         Some(_) => {
+                                            say(shared, &format!("fault {id}: rule in place and delayer ready in {took:.3}s"));
                                             format!("{}, then the delayer stops", lease.revert)
                                         }
-                                        None => lease.revert.to_string(),
+                                        None => {
+                                            say(
+                                                shared,
+                                                &format!("fault {id}: in place in {took:.3}s"),
+                                            );
+                                            lease.revert.to_string()
+                                        }
                                     };
                                     applied(revert);
                                     hold(shared, id, until(), HeldKind::Link(lease, daemon));
@@ -562,6 +571,7 @@ fn hold(shared: &Shared, id: usize, until: Option<Instant>, what: HeldKind) {
 }
 
 fn undo(shared: &Shared, h: Held) {
+    let began = crate::report::unix_now();
     let result = match &h.what {
         HeldKind::Slow => {
             shared.slow_ns.store(0, Ordering::Relaxed);
@@ -578,12 +588,20 @@ fn undo(shared: &Shared, h: Held) {
     if let HeldKind::Link(_, Some(mut delayer)) = h.what {
         delayer.stop();
     }
+    let done = crate::report::unix_now();
+    if done - began > 0.1 {
+        say(
+            shared,
+            &format!("fault {}: the revert took {:.3}s", h.id, done - began),
+        );
+    }
     match result {
         Ok(()) => send(
             shared,
             &ToController::FaultReverted {
                 id: h.id,
-                unix_s: crate::report::unix_now(),
+                unix_s: done,
+                began_unix_s: Some(began),
             },
         ),
         Err(e) => {
@@ -704,6 +722,7 @@ fn step_held(shared: &Shared, now: Instant) {
                         &ToController::FaultReverted {
                             id: h.id,
                             unix_s: crate::report::unix_now(),
+                            began_unix_s: None,
                         },
                     );
                     continue;

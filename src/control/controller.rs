@@ -933,10 +933,16 @@ fn on_message(
                 }
             }
         }
-        ToController::FaultReverted { id, unix_s } => {
-            let at = st.timeline.sweep_start_unix_s.map(|s| unix_s - s);
+        ToController::FaultReverted {
+            id,
+            unix_s,
+            began_unix_s,
+        } => {
+            let since = |t: f64| st.timeline.sweep_start_unix_s.map(|s| t - s);
+            let (at, began) = (since(unix_s), began_unix_s.and_then(since));
             if let Some(f) = st.faults.get_mut(id) {
                 f.event.reverted_at_s = f.event.reverted_at_s.or(at);
+                f.event.revert_began_at_s = f.event.revert_began_at_s.or(began);
                 f.reverted_at.get_or_insert(now);
                 f.agent_ranks.retain(|&r| r != rank);
                 if f.agent_ranks.is_empty() && f.stopped_pids.is_empty() {

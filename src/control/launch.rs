@@ -420,13 +420,20 @@ pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), Str
     let mut faults = serde_json::to_value(&t.faults).map_err(|e| e.to_string())?;
     if let (Some(start), Some(arr)) = (start, faults.as_array_mut()) {
         for f in arr {
-            let applied = f.get("applied_at_s").and_then(|v| v.as_f64());
-            let reverted = f.get("reverted_at_s").and_then(|v| v.as_f64());
-            if let Some(a) = applied {
-                let r = reverted
+            let time = |k: &str| f.get(k).and_then(|v| v.as_f64());
+            if let Some(a) = time("applied_at_s") {
+                let r = time("reverted_at_s")
                     .or(end_s.map(|e| e - start + 1.0))
                     .unwrap_or(f64::MAX);
-                let (p, row) = phases(&results, start + a, start + r);
+                // Rows that start while the fault is being applied or reverted are in neither
+                // phase next to it.
+                let window = Window {
+                    before_end: start + time("sent_at_s").unwrap_or(a).min(a),
+                    from: start + a,
+                    to: start + time("revert_began_at_s").unwrap_or(r).min(r),
+                    after_start: start + r,
+                };
+                let (p, row) = phases(&results, &window);
                 f["phases"] = p;
                 f["phase_row"] = row;
             }
@@ -471,13 +478,18 @@ pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), Str
     Ok(())
 }
 
-/// p50, p99 (medians over rows) and busbw (median) of the rows that started before, during and
-/// after [from, to], for the (op, size, placement) with the most rows, so phases compare like with like.
-fn phases(
-    results: &serde_json::Value,
+/// When a fault held, in unix seconds: surely from `from` to `to`; it was being applied from
+/// `before_end` and being reverted until `after_start`.
+struct Window {
+    before_end: f64,
     from: f64,
     to: f64,
-) -> (serde_json::Value, serde_json::Value) {
+    after_start: f64,
+}
+
+/// p50, p99 (medians over rows) and busbw (median) of the rows that started before, during and
+/// after the fault, for the (op, size, placement) with the most rows, so phases compare like with like.
+fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_json::Value) {
     let rows: Vec<&serde_json::Value> = results
         .as_array()
         .map(|a| a.iter().collect())
@@ -509,9 +521,9 @@ fn phases(
     };
     let mut out = serde_json::Map::new();
     for (name, lo, hi) in [
-        ("before", f64::MIN, from),
-        ("during", from, to),
-        ("after", to, f64::MAX),
+        ("before", f64::MIN, w.before_end),
+        ("during", w.from, w.to),
+        ("after", w.after_start, f64::MAX),
     ] {
         let sel: Vec<&&serde_json::Value> = rows
             .iter()

@@ -188,9 +188,13 @@ pub enum ToController {
         unix_s: f64,
         revert: String,
     },
+    /// `unix_s` when the revert was done; `began_unix_s` when it started (the fault may have
+    /// ended anywhere between).
     FaultReverted {
         id: usize,
         unix_s: f64,
+        #[serde(default)]
+        began_unix_s: Option<f64>,
     },
     FaultFailed {
         id: usize,
@@ -399,6 +403,9 @@ pub struct FaultEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at_s: Option<f64>,
     pub reverted_at_s: Option<f64>,
+    /// When its agent began the revert; until then it held for certain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_began_at_s: Option<f64>,
     pub revert: Option<String>,
     pub ranks: Vec<usize>,
     pub detected: Option<Detection>,
@@ -430,6 +437,7 @@ impl FaultEvent {
             applied_at_s: None,
             sent_at_s: None,
             reverted_at_s: None,
+            revert_began_at_s: None,
             revert: None,
             ranks: match f.target {
                 Target::Rank(r) => vec![r],
