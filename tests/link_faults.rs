@@ -787,6 +787,7 @@ fn timing_a_delay_on_one_host_slows_every_call_while_it_holds() {
          [[fault]]\nkind = \"delay\"\ntarget = \"link:{}/eth0\"\nstart = \"1500ms\"\nduration = \"2s\"\ndelay = \"20ms\"\n",
         c.host(2)
     );
+    // 8 s: the revert (iptables -D) has taken up to 2.6 s here, and rows must follow it.
     let sweep = [
         "-b",
         "8",
@@ -797,7 +798,7 @@ fn timing_a_delay_on_one_host_slows_every_call_while_it_holds() {
         "--op",
         "all_reduce",
         "--run-for",
-        "6s",
+        "8s",
     ];
     let (code, log) = controller_run(&c, &plan, &sweep, &out);
     assert_eq!(code, Some(0), "{log}");

@@ -425,8 +425,6 @@ pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), Str
                 let r = time("reverted_at_s")
                     .or(end_s.map(|e| e - start + 1.0))
                     .unwrap_or(f64::MAX);
-                // Rows that start while the fault is being applied or reverted are in neither
-                // phase next to it.
                 let window = Window {
                     before_end: start + time("sent_at_s").unwrap_or(a).min(a),
                     from: start + a,
@@ -487,13 +485,24 @@ struct Window {
     after_start: f64,
 }
 
-/// p50, p99 (medians over rows) and busbw (median) of the rows that started before, during and
-/// after the fault, for the (op, size, placement) with the most rows, so phases compare like with like.
+/// p50, p99 (medians over rows) and busbw (median) of the rows measured before, during and after
+/// the fault, for the (op, size, placement) with the most rows, so phases compare like with like.
+/// A row is placed by its middle (from its start to the next row's): a slow row that starts just
+/// as the fault is applied is during it, and a row whose middle falls while the fault is being
+/// applied or reverted is in no phase.
 fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_json::Value) {
     let rows: Vec<&serde_json::Value> = results
         .as_array()
         .map(|a| a.iter().collect())
         .unwrap_or_default();
+    let start = |r: &serde_json::Value| r["start_unix_s"].as_f64().unwrap_or(0.0);
+    let mut starts: Vec<f64> = rows.iter().map(|r| start(r)).collect();
+    starts.sort_by(|a, b| a.total_cmp(b));
+    let middle = |r: &serde_json::Value| {
+        let s = start(r);
+        let i = starts.partition_point(|&t| t <= s);
+        starts.get(i).map_or(s, |&end| (s + end) / 2.0)
+    };
     let key = |r: &serde_json::Value| {
         (
             r["op"].as_str().unwrap_or("").to_string(),
@@ -529,7 +538,7 @@ fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_
             .iter()
             .filter(|r| key(r) == best)
             .filter(|r| {
-                let t = r["start_unix_s"].as_f64().unwrap_or(0.0);
+                let t = middle(r);
                 t >= lo && t < hi
             })
             .collect();
@@ -556,3 +565,74 @@ fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_
 }
 
 use std::collections::BTreeMap;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of one key: (start, p50).
+    fn rows(r: &[(f64, f64)]) -> serde_json::Value {
+        r.iter()
+            .map(|&(t, p50)| {
+                serde_json::json!({
+                    "op": "all_reduce", "size_bytes": 8, "placement": "out_of_place",
+                    "start_unix_s": t, "busbw_gbps": 1.0,
+                    "latency": {"p50_us": p50, "p99_us": p50},
+                })
+            })
+            .collect()
+    }
+
+    fn phase_rows(p: &serde_json::Value, name: &str) -> u64 {
+        p[name]["rows"].as_u64().unwrap_or(0)
+    }
+
+    #[test]
+    fn rows_go_by_their_middle_and_the_apply_and_revert_spans_count_nowhere() {
+        // Sent at 10, in effect at 10.2, revert began at 20 and was done at 21.
+        let w = Window {
+            before_end: 10.0,
+            from: 10.2,
+            to: 20.0,
+            after_start: 21.0,
+        };
+        let results = rows(&[
+            (8.0, 1.0),
+            (9.0, 1.0),
+            // Starts before the fault is in effect, but runs slow through it: during.
+            (10.1, 900.0),
+            (16.0, 900.0),
+            // Fast rows while the revert runs: in no phase.
+            (20.1, 1.0),
+            (20.5, 1.0),
+            (21.5, 1.0),
+            (22.0, 1.0),
+        ]);
+        let (p, row) = phases(&results, &w);
+        assert_eq!(row["size_bytes"], 8);
+        assert_eq!(phase_rows(&p, "before"), 2, "{p}");
+        assert_eq!(phase_rows(&p, "during"), 2, "{p}");
+        assert_eq!(p["during"]["p50_us"], 900.0, "{p}");
+        // 20.5 ends at 21.5: its middle is 21.0, after the revert.
+        assert_eq!(phase_rows(&p, "after"), 3, "{p}");
+    }
+
+    #[test]
+    fn a_row_in_the_middle_of_applying_counts_in_no_phase() {
+        let w = Window {
+            before_end: 10.0,
+            from: 12.0,
+            to: 20.0,
+            after_start: 20.0,
+        };
+        let (p, _) = phases(
+            &rows(&[(9.0, 1.0), (10.5, 1.0), (11.5, 5.0), (13.0, 5.0)]),
+            &w,
+        );
+        // 9.0 ends at 10.5 (middle 9.75): before. 10.5 (middle 11.0): applying. 11.5 (12.25)
+        // and the last row (13.0, no next row: its start) are during.
+        assert_eq!(phase_rows(&p, "before"), 1, "{p}");
+        assert_eq!(phase_rows(&p, "during"), 2, "{p}");
+        assert!(p.get("after").is_none(), "{p}");
+    }
+}
