@@ -508,7 +508,7 @@ fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u6
                                     let revert = match &daemon {
                                         Some(_) => {
                                             say(shared, &format!("fault {id}: rule in place and delayer ready in {took:.3}s"));
-                                            format!("{}, then the delayer stops", lease.revert)
+                                            format!("the delayer stops, then {}", lease.revert)
                                         }
                                         None => {
                                             say(
@@ -570,8 +570,15 @@ fn hold(shared: &Shared, id: usize, until: Option<Instant>, what: HeldKind) {
         .push(Held { id, until, what });
 }
 
-fn undo(shared: &Shared, h: Held) {
+fn undo(shared: &Shared, mut h: Held) {
     let began = crate::report::unix_now();
+    // The delayer goes first: it lets what it holds go, and with it gone the rule lets packets
+    // pass (--queue-bypass). Deleting the rule while packets sit in its queue can take seconds.
+    if let HeldKind::Link(_, delayer) = &mut h.what {
+        if let Some(mut d) = delayer.take() {
+            d.stop();
+        }
+    }
     let result = match &h.what {
         HeldKind::Slow => {
             shared.slow_ns.store(0, Ordering::Relaxed);
@@ -585,9 +592,6 @@ fn undo(shared: &Shared, h: Held) {
             link::revert(lease).map(drop)
         }
     };
-    if let HeldKind::Link(_, Some(mut delayer)) = h.what {
-        delayer.stop();
-    }
     let done = crate::report::unix_now();
     if done - began > 0.1 {
         say(
