@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use clap::Parser;
-use collbench::control::proto::{self, Hello, Progress, ToController, ToRank};
+use collbench::control::proto::{self, Hello, Progress, ResultKey, ToController, ToRank};
 use collbench::metrics::LatencyHistogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -474,11 +474,13 @@ fn main() {
                     for (k, hists) in set.iter().enumerate() {
                         let (op, size) = key(k);
                         b.extend(frame(&ToController::Results {
-                            op,
-                            dtype: "float".into(),
-                            redop: "sum".into(),
-                            size,
-                            placement: "out_of_place".into(),
+                            key: ResultKey {
+                                op,
+                                dtype: "float".into(),
+                                redop: "sum".into(),
+                                size,
+                                placement: "out_of_place".into(),
+                            },
                             ranks: if args.per_node > 1 {
                                 1 + t / TEMPLATES
                             } else {

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use collbench::control::proto::{self, Hello, Progress, ToController, ToRank};
+use collbench::control::proto::{self, Hello, Progress, ResultKey, ToController, ToRank};
 use collbench::metrics::LatencyHistogram;
 
 const RANKS: usize = 200;
@@ -136,11 +136,13 @@ fn two_hundred_ranks_register_upload_and_the_silent_ones_are_named() {
             proto::write_frame(
                 s,
                 &ToController::Results {
-                    op: op.to_string(),
-                    dtype: dtype.to_string(),
-                    redop: redop.to_string(),
-                    size: *size,
-                    placement: "out_of_place".into(),
+                    key: ResultKey {
+                        op: op.to_string(),
+                        dtype: dtype.to_string(),
+                        redop: redop.to_string(),
+                        size: *size,
+                        placement: "out_of_place".into(),
+                    },
                     ranks: 1 + members.len() as u64,
                     histogram: b64(&h),
                 },

@@ -504,20 +504,15 @@ fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u6
                             let t0 = Instant::now();
                             match link::apply_lease(&lease) {
                                 Ok(daemon) => {
-                                    let took = t0.elapsed().as_secs_f64();
-                                    let revert = match &daemon {
-                                        Some(_) => {
-                                            say(shared, &format!("fault {id}: rule in place and delayer ready in {took:.3}s"));
-                                            format!("the delayer stops, then {}", lease.revert)
-                                        }
-                                        None => {
-                                            say(
-                                                shared,
-                                                &format!("fault {id}: in place in {took:.3}s"),
-                                            );
-                                            lease.revert.to_string()
-                                        }
+                                    let (what, revert) = match &daemon {
+                                        Some(_) => (
+                                            "rule in place and delayer ready",
+                                            format!("the delayer stops, then {}", lease.revert),
+                                        ),
+                                        None => ("in place", lease.revert.to_string()),
                                     };
+                                    let took = t0.elapsed().as_secs_f64();
+                                    say(shared, &format!("fault {id}: {what} in {took:.3}s"));
                                     applied(revert);
                                     hold(shared, id, until(), HeldKind::Link(lease, daemon));
                                 }

@@ -822,22 +822,11 @@ fn on_message(
     msg: ToController,
 ) -> Option<Result<(), proto::FrameError>> {
     if let ToController::Results {
-        op,
-        dtype,
-        redop,
-        size,
-        placement,
+        key,
         ranks,
         histogram,
     } = msg
     {
-        let key = proto::ResultKey {
-            op,
-            dtype,
-            redop,
-            size,
-            placement,
-        };
         on_results(state, rank, key, ranks, &histogram);
         return None;
     }

@@ -141,11 +141,13 @@ impl Hello {
 }
 
 /// What one uploaded histogram measured: a row of the sweep, as results are merged by.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResultKey {
     pub op: String,
+    #[serde(default)]
     pub dtype: String,
     /// "none" for collectives without a reduction, as run.json has it.
+    #[serde(default)]
     pub redop: String,
     pub size: u64,
     pub placement: String,
@@ -212,14 +214,8 @@ pub enum ToController {
     /// One sweep row's latency histogram (`LatencyHistogram::to_bytes`, base64), for the
     /// controller to merge; `ranks` is how many ranks it already merges (a node's relay sends >1).
     Results {
-        op: String,
-        #[serde(default)]
-        dtype: String,
-        /// "none" for collectives without a reduction.
-        #[serde(default)]
-        redop: String,
-        size: u64,
-        placement: String,
+        #[serde(flatten)]
+        key: ResultKey,
         #[serde(default = "one")]
         ranks: u64,
         histogram: String,
@@ -608,11 +604,13 @@ mod tests {
     fn scale_messages_round_trip() {
         for msg in [
             ToController::Results {
-                op: "all_reduce".into(),
-                dtype: "float".into(),
-                redop: "sum".into(),
-                size: 8,
-                placement: "inter".into(),
+                key: ResultKey {
+                    op: "all_reduce".into(),
+                    dtype: "float".into(),
+                    redop: "sum".into(),
+                    size: 8,
+                    placement: "out_of_place".into(),
+                },
                 ranks: 8,
                 histogram: "AAAA".into(),
             },

@@ -172,11 +172,7 @@ pub use super::proto::ResultKey as Key;
 fn results_msg(key: &Key, ranks: u64, hist: &LatencyHistogram) -> ToController {
     use base64::Engine;
     ToController::Results {
-        op: key.op.clone(),
-        dtype: key.dtype.clone(),
-        redop: key.redop.clone(),
-        size: key.size,
-        placement: key.placement.clone(),
+        key: key.clone(),
         ranks,
         histogram: base64::engine::general_purpose::STANDARD.encode(hist.to_bytes()),
     }
@@ -332,23 +328,10 @@ impl Relay {
                     }
                 }
                 Ok(ToController::Results {
-                    op,
-                    dtype,
-                    redop,
-                    size,
-                    placement,
+                    key,
                     ranks,
                     histogram,
-                }) => {
-                    let key = Key {
-                        op,
-                        dtype,
-                        redop,
-                        size,
-                        placement,
-                    };
-                    self.add_uploaded(rank, key, ranks, &histogram)
-                }
+                }) => self.add_uploaded(rank, key, ranks, &histogram),
                 Ok(msg) => {
                     let bye = matches!(msg, ToController::Goodbye { .. });
                     agent::notify(
