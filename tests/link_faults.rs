@@ -471,25 +471,19 @@ fn netns_with_prefix(prefix: &str) -> Vec<String> {
 fn mpirun_across(hosts: usize) {
     let c = Cluster::up(hosts);
     let (_tmp, out) = common::fresh_out();
-    let np = hosts.to_string();
-    let exe = common::exe();
-    let o = c.vcluster(&[
-        "mpirun",
-        "-np",
-        &np,
-        "--map-by",
-        "node",
-        &exe,
-        "bench",
-        "-b",
-        "8",
-        "-e",
-        "1K",
-        "-n",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = c.bench(
+        hosts,
+        &[
+            "-b",
+            "8",
+            "-e",
+            "1K",
+            "-n",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     expect_ok(&o, "vcluster mpirun collbench bench");
     let doc = common::read_run(&out);
     common::assert_schema_valid(&doc);
@@ -591,6 +585,9 @@ fn vcluster_refuses_bad_input() {
 
 /// `collbench controller --plan PLAN --allow-privileged -- vcluster mpirun ... collbench bench ...`:
 /// the controller on a unix socket (reachable from every host's namespace), one rank per host.
+/// What the controller gives every rank to find it and prove who it is.
+const CONTROLLER_VARS: &[&str] = &["COLLBENCH_CONTROLLER", "COLLBENCH_SECRET_FILE"];
+
 fn controller_run(c: &Cluster, plan: &str, sweep: &[&str], out: &Path) -> (Option<i32>, String) {
     let dir = out.parent().unwrap();
     let plan_path = dir.join("plan.toml");
@@ -608,11 +605,7 @@ fn controller_run(c: &Cluster, plan: &str, sweep: &[&str], out: &Path) -> (Optio
     .arg(format!("unix:{}", sock.display()))
     .arg("--")
     .arg(vcluster())
-    .args([
-        "mpirun", "--prefix", &c.prefix, "-np", "4", "--map-by", "node",
-    ])
-    .args(["-x", "COLLBENCH_CONTROLLER", "-x", "COLLBENCH_SECRET_FILE"])
-    .args([&exe, "bench", "--out", out.to_str().unwrap()])
+    .args(c.bench_argv(4, CONTROLLER_VARS, &["--out", out.to_str().unwrap()]))
     .args(sweep);
     let o = run(&mut cmd);
     let (so, se) = common::text(&o);
@@ -768,7 +761,20 @@ fn timing_ten_percent_loss_shifts_p99_and_its_host_is_named() {
             .as_f64()
             .unwrap_or_else(|| panic!("no {p} phase: {f}"))
     };
-    assert!(p99("during") > 3.0 * p99("before"), "p99 shift: {ph}");
+    let t0 = doc["sweep_start_unix_s"].as_f64().unwrap();
+    let rows: Vec<String> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let t = r["start_unix_s"].as_f64().unwrap() - t0;
+            format!("{t:.2}s p99 {}", r["latency"]["p99_us"])
+        })
+        .collect();
+    assert!(
+        p99("during") > 3.0 * p99("before"),
+        "p99 shift: {ph}\nfault: {f}\nrows: {rows:?}"
+    );
     assert_eq!(f["detected"]["mechanism"], "retransmits", "{f}");
     assert_eq!(f["detected"]["host"], c.host(2), "{f}");
     assert!(f["reverted_at_s"].is_number());
@@ -860,11 +866,7 @@ fn sigterm_to_the_controller_reverts_its_faults_and_ends_the_job() {
         .arg(format!("unix:{}", dir.join("ctl.sock").display()))
         .arg("--")
         .arg(vcluster())
-        .args([
-            "mpirun", "--prefix", &c.prefix, "-np", "4", "--map-by", "node",
-        ])
-        .args(["-x", "COLLBENCH_CONTROLLER", "-x", "COLLBENCH_SECRET_FILE"])
-        .args([&exe, "bench", "--out", out.to_str().unwrap()])
+        .args(c.bench_argv(4, CONTROLLER_VARS, &["--out", out.to_str().unwrap()]))
         .args([
             "-b",
             "64K",

@@ -203,10 +203,14 @@ fn report_regenerates_and_renders_faults_and_verdict() {
     assert!(dom.contains("class=\"timeline\""));
     assert_eq!(dom.matches("class=\"fault\"").count(), 2);
     assert_eq!(dom.matches("class=\"detected\"").count(), 2);
-    // Records at 0.2 s + 1 s each: 2 before the first fault, 3 during it, 2 after, 1 during the hang.
+    // Records start at 0.2 s + 1 s each and go by their middles (0.7, 1.7, ..., 6.7, and the last
+    // its start, 7.2): 2 before the first fault, 2 during it, 1 while it was being reverted
+    // (4.6..5.01), 1 after, 2 during the hang (applied at 6.5, never reverted).
     assert_eq!(html.matches("class=\"record before\"").count(), 2);
     assert_eq!(html.matches("class=\"record during\"").count(), 4);
-    assert_eq!(html.matches("class=\"record after\"").count(), 2);
+    assert_eq!(html.matches("class=\"record reverting\"").count(), 1);
+    assert_eq!(html.matches("class=\"record after\"").count(), 1);
+    assert_eq!(html.matches("<tr class=\"phase-reverting\">").count(), 1);
     assert!(
         dom.contains("<tr class=\"fail\">")
             && dom.contains("<tr class=\"warn\">")

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::controller::{self, Config, JobEnd, Listener, Timeline};
 use super::proto::{self, Addr};
 use crate::plan::faults::FaultPlan;
+use crate::report::phase::{self, Phase, Window};
 
 /// A per-run directory holding the secret (0700 directory, 0600 file); removed on drop.
 pub struct RunSecret {
@@ -425,12 +426,14 @@ pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), Str
                 let r = time("reverted_at_s")
                     .or(end_s.map(|e| e - start + 1.0))
                     .unwrap_or(f64::MAX);
-                let window = Window {
-                    before_end: start + time("sent_at_s").unwrap_or(a).min(a),
-                    from: start + a,
-                    to: start + time("revert_began_at_s").unwrap_or(r).min(r),
-                    after_start: start + r,
-                };
+                let at = |k: &str| time(k).map(|v| start + v);
+                let window = Window::of(
+                    at("sent_at_s"),
+                    start + a,
+                    at("revert_began_at_s"),
+                    Some(start + r),
+                    f64::MAX,
+                );
                 let (p, row) = phases(&results, &window);
                 f["phases"] = p;
                 f["phase_row"] = row;
@@ -476,47 +479,48 @@ pub fn merge_into_run(dir: &Path, t: &Timeline, ended: &Ended) -> Result<(), Str
     Ok(())
 }
 
-/// When a fault held, in unix seconds: surely from `from` to `to`; it was being applied from
-/// `before_end` and being reverted until `after_start`.
-struct Window {
-    before_end: f64,
-    from: f64,
-    to: f64,
-    after_start: f64,
-}
-
 /// p50, p99 (medians over rows) and busbw (median) of the rows measured before, during and after
-/// the fault, for the (op, size, placement) with the most rows, so phases compare like with like.
-/// A row is placed by its middle (from its start to the next row's): a slow row that starts just
-/// as the fault is applied is during it, and a row whose middle falls while the fault is being
-/// applied or reverted is in no phase.
+/// the fault, for one (op, dtype, redop, size, placement), so phases compare like with like: the
+/// one with the most rows in its thinnest phase (a fault a single slow row spans may hold no row
+/// of the commonest key), then the most rows. A row is placed by its middle (from its start to
+/// the next row's): a slow row that starts just as the fault is applied is during it, and a row
+/// whose middle falls while the fault is being applied or reverted is in no phase.
 fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_json::Value) {
     let rows: Vec<&serde_json::Value> = results
         .as_array()
         .map(|a| a.iter().collect())
         .unwrap_or_default();
-    let start = |r: &serde_json::Value| r["start_unix_s"].as_f64().unwrap_or(0.0);
-    let mut starts: Vec<f64> = rows.iter().map(|r| start(r)).collect();
-    starts.sort_by(|a, b| a.total_cmp(b));
-    let middle = |r: &serde_json::Value| {
-        let s = start(r);
-        let i = starts.partition_point(|&t| t <= s);
-        starts.get(i).map_or(s, |&end| (s + end) / 2.0)
-    };
+    let placed: Vec<Phase> = phase::middles(
+        &rows
+            .iter()
+            .map(|r| r["start_unix_s"].as_f64().unwrap_or(0.0))
+            .collect::<Vec<_>>(),
+    )
+    .into_iter()
+    .map(|t| w.place(t))
+    .collect();
+    let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or("").to_string();
     let key = |r: &serde_json::Value| {
         (
-            r["op"].as_str().unwrap_or("").to_string(),
+            text(r, "op"),
+            text(r, "dtype"),
+            text(r, "redop"),
             r["size_bytes"].as_u64().unwrap_or(0),
-            r["placement"].as_str().unwrap_or("").to_string(),
+            text(r, "placement"),
         )
     };
-    let mut counts: BTreeMap<(String, u64, String), usize> = BTreeMap::new();
-    for r in &rows {
-        *counts.entry(key(r)).or_default() += 1;
+    const SHOWN: [Phase; 3] = [Phase::Before, Phase::During, Phase::After];
+    let mut counts: BTreeMap<_, [usize; 4]> = BTreeMap::new();
+    for (r, p) in rows.iter().zip(&placed) {
+        let c = counts.entry(key(r)).or_default();
+        c[3] += 1;
+        if let Some(i) = SHOWN.iter().position(|s| s == p) {
+            c[i] += 1;
+        }
     }
     let Some(best) = counts
         .iter()
-        .max_by_key(|((_, size, _), n)| (**n, *size))
+        .max_by_key(|(k, c)| (c[..3].iter().min().copied(), c[3], k.3))
         .map(|(k, _)| k.clone())
     else {
         return (serde_json::json!({}), serde_json::Value::Null);
@@ -529,18 +533,12 @@ fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_
         Some(v[v.len() / 2])
     };
     let mut out = serde_json::Map::new();
-    for (name, lo, hi) in [
-        ("before", f64::MIN, w.before_end),
-        ("during", w.from, w.to),
-        ("after", w.after_start, f64::MAX),
-    ] {
-        let sel: Vec<&&serde_json::Value> = rows
+    for want in SHOWN {
+        let sel: Vec<&serde_json::Value> = rows
             .iter()
-            .filter(|r| key(r) == best)
-            .filter(|r| {
-                let t = middle(r);
-                t >= lo && t < hi
-            })
+            .zip(&placed)
+            .filter(|(r, &p)| key(r) == best && p == want)
+            .map(|(r, _)| *r)
             .collect();
         if sel.is_empty() {
             continue;
@@ -549,7 +547,7 @@ fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_
             median(sel.iter().filter_map(|r| f(r)).collect())
         };
         out.insert(
-            name.into(),
+            want.name().into(),
             serde_json::json!({
                 "rows": sel.len(),
                 "p50_us": get(&|r| r["latency"]["p50_us"].as_f64()),
@@ -560,7 +558,9 @@ fn phases(results: &serde_json::Value, w: &Window) -> (serde_json::Value, serde_
     }
     (
         serde_json::Value::Object(out),
-        serde_json::json!({"op": best.0, "size_bytes": best.1, "placement": best.2}),
+        serde_json::json!({
+            "op": best.0, "dtype": best.1, "redop": best.2, "size_bytes": best.3, "placement": best.4,
+        }),
     )
 }
 
@@ -615,6 +615,36 @@ mod tests {
         assert_eq!(p["during"]["p50_us"], 900.0, "{p}");
         // 20.5 ends at 21.5: its middle is 21.0, after the revert.
         assert_eq!(phase_rows(&p, "after"), 3, "{p}");
+    }
+
+    #[test]
+    fn the_key_with_rows_in_every_phase_is_chosen_when_one_row_spans_the_fault() {
+        // Out-of-place and in-place alternate; the in-place row at 10.1 runs until 20.5, so no
+        // out-of-place row is during the fault, though that placement has one row more.
+        let row = |t: f64, placement: &str, p50: f64| {
+            serde_json::json!({
+                "op": "all_reduce", "dtype": "float", "redop": "sum", "size_bytes": 65536,
+                "placement": placement, "start_unix_s": t, "busbw_gbps": 1.0,
+                "latency": {"p50_us": p50, "p99_us": p50},
+            })
+        };
+        let results = serde_json::json!([
+            row(9.0, "out_of_place", 1.0),
+            row(9.5, "in_place", 1.0),
+            row(10.0, "out_of_place", 1.0),
+            row(10.1, "in_place", 3e6),
+            row(20.5, "out_of_place", 1.0),
+            row(21.0, "in_place", 1.0),
+            row(21.5, "out_of_place", 1.0),
+        ]);
+        let w = Window::of(Some(10.05), 10.06, Some(19.0), Some(19.1), f64::MAX);
+        let (p, row) = phases(&results, &w);
+        assert_eq!(row["placement"], "in_place", "{row}");
+        assert_eq!(row["dtype"], "float", "{row}");
+        assert_eq!(phase_rows(&p, "during"), 1, "{p}");
+        assert_eq!(p["during"]["p99_us"], 3e6, "{p}");
+        assert_eq!(phase_rows(&p, "before"), 1, "{p}");
+        assert_eq!(phase_rows(&p, "after"), 1, "{p}");
     }
 
     #[test]

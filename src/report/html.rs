@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
+use super::phase::{self, Window};
 use super::read::{FaultData, RecordData, RunData};
 use super::svg::{self, esc, fmt_bytes, fmt_num, Axis, LinePlot, Scale, Series};
 use super::table::fmt_us;
@@ -30,7 +31,7 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f4f4
 .warnbox{background:#fff3cd;border:1px solid #e0c36a}.errbox{background:#f8d7da;border:1px solid #e4a1a8}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plots svg{border:1px solid #eee;background:#fff}
 p.empty{color:#777;font-style:italic}code{background:#f4f4f4;padding:1px 4px}details{margin:8px 0}
-.phase-before{background:#e8f1fb}.phase-during{background:#f8d7da}.phase-after{background:#e3f4e1}";
+.phase-before{background:#e8f1fb}.phase-during{background:#f8d7da}.phase-after{background:#e3f4e1}.phase-applying,.phase-reverting{background:#fff3cd}";
 
 type Pick = fn(&RecordData) -> f64;
 
@@ -435,24 +436,31 @@ fn heatmaps(run: &RunData) -> String {
     s
 }
 
-/// "before", "during" or "after" the faults, for a record that started at `t` (sweep seconds).
-pub fn phase(faults: &[FaultData], t: f64, end: f64) -> &'static str {
-    let mut after = false;
-    for f in faults {
-        let Some(a) = f.applied_at_s else { continue };
-        let b = f.reverted_at_s.unwrap_or(end);
-        if t >= a && t <= b {
-            return "during";
-        }
-        if t > b {
-            after = true;
-        }
-    }
-    if after {
-        "after"
-    } else {
-        "before"
-    }
+/// The faults' windows in sweep seconds (a fault never reverted holds to the end), for placing
+/// records with the rule the verdict's phases use.
+fn fault_windows(faults: &[FaultData]) -> Vec<Window> {
+    faults
+        .iter()
+        .filter_map(|f| {
+            Some(Window::of(
+                f.sent_at_s,
+                f.applied_at_s?,
+                f.revert_began_at_s,
+                f.reverted_at_s,
+                f64::INFINITY,
+            ))
+        })
+        .collect()
+}
+
+/// Each record's phase, in the order of `run.results`, placed by its middle.
+fn record_phases(run: &RunData, faults: &[FaultData], t0: f64) -> Vec<&'static str> {
+    let windows = fault_windows(faults);
+    let starts: Vec<f64> = run.results.iter().map(|r| r.start_unix_s - t0).collect();
+    phase::middles(&starts)
+        .into_iter()
+        .map(|t| phase::place_among(&windows, t).name())
+        .collect()
 }
 
 fn sweep_zero(run: &RunData) -> f64 {
@@ -469,10 +477,11 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
     let t0 = sweep_zero(run);
     let t0 = if t0.is_finite() { t0 } else { 0.0 };
     // Each record spans from its start to the next record's start (or its own timed length).
-    let mut starts: Vec<(f64, &RecordData)> = run
+    let mut starts: Vec<(f64, &RecordData, &str)> = run
         .results
         .iter()
-        .map(|r| (r.start_unix_s - t0, r))
+        .zip(record_phases(run, faults, t0))
+        .map(|(r, ph)| (r.start_unix_s - t0, r, ph))
         .collect();
     starts.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut end: f64 = 0.0;
@@ -488,7 +497,7 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
             end = end.max(v);
         }
     }
-    if let Some((t, r)) = starts.last() {
+    if let Some((t, r, _)) = starts.last() {
         end = end.max(t + r.time_us * 1e-6 * r.iterations as f64);
     }
     let end = if end > 0.0 { end * 1.04 } else { 1.0 };
@@ -513,22 +522,22 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
         ml - 8.0,
         y0 + 16.0
     );
-    for (i, (t, r)) in starts.iter().enumerate() {
+    for (i, &(t, r, ph)) in starts.iter().enumerate() {
         let t_end = starts
             .get(i + 1)
             .map_or(t + r.time_us * 1e-6 * r.iterations as f64, |n| n.0);
-        let ph = phase(faults, *t, end);
         let fill = match ph {
             "during" => "#e15759",
             "after" => "#59a14f",
+            "applying" | "reverting" => "#edc948",
             _ => "#4e79a7",
         };
         let _ = write!(
             s,
             "<rect class=\"record {ph}\" x=\"{:.2}\" y=\"{:.1}\" width=\"{:.2}\" height=\"18\" fill=\"{fill}\" fill-opacity=\"0.75\"><title>{} at {t:.3}s ({ph}): p50 {} us, busbw {:.2} GB/s</title></rect>",
-            x(*t),
+            x(t),
             y0 + 4.0,
-            (x(t_end) - x(*t)).max(0.8),
+            (x(t_end) - x(t)).max(0.8),
             esc(&super::read::key_name(&r.key())),
             if r.has_latency() { fmt_us(r.latency.p50_us) } else { "-".into() },
             r.busbw_gbps
@@ -623,7 +632,7 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
     }
     s.push_str("</svg>");
     s.push_str(&latency_over_time(&starts, end));
-    s.push_str("<p><span class=\"phase-before\">&nbsp;before&nbsp;</span> <span class=\"phase-during\">&nbsp;during&nbsp;</span> <span class=\"phase-after\">&nbsp;after&nbsp;</span> a fault; ▼ marks first detection; a dashed fault bar was never reverted.</p>");
+    s.push_str("<p><span class=\"phase-before\">&nbsp;before&nbsp;</span> <span class=\"phase-during\">&nbsp;during&nbsp;</span> <span class=\"phase-after\">&nbsp;after&nbsp;</span> a fault, <span class=\"phase-applying\">&nbsp;applying or reverting&nbsp;</span> it (in no phase: a record goes by its middle, from its start to the next one's); ▼ marks first detection; a dashed fault bar was never reverted.</p>");
     s.push_str("<table class=\"faults\"><tr><th>id</th><th class=\"l\">kind</th><th class=\"l\">target</th><th class=\"l\">params</th><th class=\"l\">start</th><th>applied (s)</th><th>reverted (s)</th><th class=\"l\">revert</th><th>detected after (s)</th><th class=\"l\">detected by</th><th class=\"l\">outcome</th><th class=\"l\">phases: p50 us / p99 us / busbw GB/s</th></tr>");
     for f in faults {
         let det = f.detected.as_ref();
@@ -676,9 +685,9 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
 
 /// p50 and p99 of every record against its start time, for the (up to) three most-measured rows,
 /// so a fault's effect shows as a shift over time.
-fn latency_over_time(starts: &[(f64, &RecordData)], end: f64) -> String {
+fn latency_over_time(starts: &[(f64, &RecordData, &str)], end: f64) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
-    for (_, r) in starts.iter().filter(|(_, r)| r.has_latency()) {
+    for (_, r, _) in starts.iter().filter(|(_, r, _)| r.has_latency()) {
         let k = super::read::key_name(&r.key());
         match counts.iter_mut().find(|(n, _)| *n == k) {
             Some(c) => c.1 += 1,
@@ -695,8 +704,8 @@ fn latency_over_time(starts: &[(f64, &RecordData)], end: f64) -> String {
         let pts = |f: fn(&RecordData) -> f64| -> Vec<(f64, f64)> {
             starts
                 .iter()
-                .filter(|(_, r)| r.has_latency() && super::read::key_name(&r.key()) == *k)
-                .map(|(t, r)| (*t, f(r)))
+                .filter(|(_, r, _)| r.has_latency() && super::read::key_name(&r.key()) == *k)
+                .map(|(t, r, _)| (*t, f(r)))
                 .collect()
         };
         series.push(svg::Series::new(
@@ -732,8 +741,8 @@ fn results_table(run: &RunData) -> String {
         run.results.len(),
         if faults.is_empty() { "" } else { "<th class=\"l\">phase</th>" }
     );
-    let end = f64::INFINITY;
-    for r in &run.results {
+    let phases = record_phases(run, faults, t0);
+    for (r, p) in run.results.iter().zip(phases) {
         let l = &r.latency;
         let lat = |v: f64| {
             if r.has_latency() {
@@ -745,7 +754,6 @@ fn results_table(run: &RunData) -> String {
         let (ph, row_class) = if faults.is_empty() {
             (String::new(), String::new())
         } else {
-            let p = phase(faults, r.start_unix_s - t0, end);
             (
                 format!("<td class=\"l\">{p}</td>"),
                 format!(" class=\"phase-{p}\""),

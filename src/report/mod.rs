@@ -11,6 +11,7 @@ pub mod json;
 pub mod markdown;
 pub mod nccl_import;
 pub mod outputs;
+pub mod phase;
 pub mod progress;
 pub mod prom;
 pub mod read;

@@ -255,7 +255,11 @@ pub struct FaultData {
     pub params: serde_json::Value,
     #[serde(default)]
     pub start: serde_json::Value,
+    #[serde(default)]
+    pub sent_at_s: Option<f64>,
     pub applied_at_s: Option<f64>,
+    #[serde(default)]
+    pub revert_began_at_s: Option<f64>,
     pub reverted_at_s: Option<f64>,
     pub revert: Option<String>,
     pub detected: Option<DetectionData>,

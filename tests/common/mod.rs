@@ -349,14 +349,34 @@ impl Cluster {
             .expect("start vcluster")
     }
 
-    /// `collbench bench ARGS` on `np` ranks, one host after the other (`--map-by node`).
+    /// What follows `vcluster` to run `collbench bench ARGS` on `np` ranks, one host after the
+    /// other (`--map-by node`), with the variables in `export` passed on to every rank.
+    pub fn bench_argv(&self, np: usize, export: &[&str], args: &[&str]) -> Vec<String> {
+        let mut argv: Vec<String> = ["mpirun", "--prefix", &self.prefix]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        argv.extend([
+            "-np".into(),
+            np.to_string(),
+            "--map-by".into(),
+            "node".into(),
+        ]);
+        for var in export {
+            argv.extend(["-x".into(), var.to_string()]);
+        }
+        argv.extend([exe(), "bench".into()]);
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
+    }
+
+    /// `collbench bench ARGS` on `np` ranks, one host after the other.
     pub fn bench(&self, np: usize, args: &[&str]) -> Output {
-        let np = np.to_string();
-        let mut all = vec!["mpirun", "-np", &np, "--map-by", "node"];
-        let exe = exe();
-        all.extend([exe.as_str(), "bench"]);
-        all.extend_from_slice(args);
-        self.vcluster(&all)
+        Command::new(vcluster())
+            .args(self.bench_argv(np, &[], args))
+            .stdin(Stdio::null())
+            .output()
+            .expect("start vcluster")
     }
 }
 
