@@ -211,6 +211,8 @@ fn report_regenerates_and_renders_faults_and_verdict() {
     assert_eq!(html.matches("class=\"record reverting\"").count(), 1);
     assert_eq!(html.matches("class=\"record after\"").count(), 1);
     assert_eq!(html.matches("<tr class=\"phase-reverting\">").count(), 1);
+    // The first fault's apply (1.95..2.003 s) and revert (4.6..5.01 s) spans are drawn.
+    assert_eq!(dom.matches("class=\"fault-transition\"").count(), 2);
     assert!(
         dom.contains("<tr class=\"fail\">")
             && dom.contains("<tr class=\"warn\">")

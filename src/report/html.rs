@@ -574,6 +574,29 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
                     .map_or("never reverted".to_string(), |r| format!("reverted {r:.3}s")),
                 esc(f.outcome.as_deref().unwrap_or("-"))
             );
+            let spans = [
+                (
+                    f.sent_at_s,
+                    Some(a),
+                    "being applied (sent, not yet confirmed)",
+                ),
+                (f.revert_began_at_s, f.reverted_at_s, "being reverted"),
+            ];
+            for (lo, hi, what) in spans {
+                let (Some(lo), Some(hi)) = (lo, hi) else {
+                    continue;
+                };
+                if hi > lo {
+                    let _ = write!(
+                        s,
+                        "<rect class=\"fault-transition\" x=\"{:.2}\" y=\"{:.1}\" width=\"{:.2}\" height=\"18\" fill=\"#edc948\"><title>fault {} {what} from {lo:.3}s to {hi:.3}s: records there are in no phase</title></rect>",
+                        x(lo),
+                        y + 4.0,
+                        (x(hi) - x(lo)).max(2.0),
+                        f.id,
+                    );
+                }
+            }
         }
         if let Some(d) = &f.detected {
             let dx = x(d.at_s);
@@ -632,7 +655,7 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
     }
     s.push_str("</svg>");
     s.push_str(&latency_over_time(&starts, end));
-    s.push_str("<p><span class=\"phase-before\">&nbsp;before&nbsp;</span> <span class=\"phase-during\">&nbsp;during&nbsp;</span> <span class=\"phase-after\">&nbsp;after&nbsp;</span> a fault, <span class=\"phase-applying\">&nbsp;applying or reverting&nbsp;</span> it (in no phase: a record goes by its middle, from its start to the next one's); ▼ marks first detection; a dashed fault bar was never reverted.</p>");
+    s.push_str("<p><span class=\"phase-before\">&nbsp;before&nbsp;</span> <span class=\"phase-during\">&nbsp;during&nbsp;</span> <span class=\"phase-after\">&nbsp;after&nbsp;</span> a fault, <span class=\"phase-applying\">&nbsp;applying or reverting&nbsp;</span> it (on its bar too; records there count in no phase: a record goes by its middle, from its start to the next one's); ▼ marks first detection; a dashed fault bar was never reverted.</p>");
     s.push_str("<table class=\"faults\"><tr><th>id</th><th class=\"l\">kind</th><th class=\"l\">target</th><th class=\"l\">params</th><th class=\"l\">start</th><th>applied (s)</th><th>reverted (s)</th><th class=\"l\">revert</th><th>detected after (s)</th><th class=\"l\">detected by</th><th class=\"l\">outcome</th><th class=\"l\">phases: p50 us / p99 us / busbw GB/s</th></tr>");
     for f in faults {
         let det = f.detected.as_ref();
