@@ -467,8 +467,10 @@ fn apply(shared: &Arc<Shared>, id: usize, action: Action, duration_ms: Option<u6
             applied("none: the rank leaves".into());
         }
         Action::Kill => {
-            applied("none: the rank is killed".into());
+            // Said first: nothing (a stderr pipe full behind a busy mpirun, say) may come
+            // between the confirmation, which starts the detection clock, and the kill.
             say(shared, "fault: SIGKILL to itself");
+            applied("none: the rank is killed".into());
             // SAFETY: kill on our own pid.
             unsafe {
                 libc::kill(libc::getpid(), libc::SIGKILL);
