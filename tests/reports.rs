@@ -194,7 +194,7 @@ fn report_regenerates_and_renders_faults_and_verdict() {
     );
     assert!(
         md.contains(
-            "| 1 | hang | rank:1 | 6.500 | - | 0.400 | missed_heartbeat (rank 1) | aborted |"
+            "| 1 | hang | rank:1 | 6.500 | - | 0.400 | missed_heartbeat (rank 1, GPU 0000:19:00.0) | aborted |"
         ),
         "{md}"
     );

@@ -84,6 +84,9 @@ pub struct DetectionRecord {
     pub at_s: f64,
     pub rank: Option<usize>,
     pub host: Option<String>,
+    /// The rank's GPU (PCI bus id), when it registered with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub mechanism: Mechanism,
     pub detail: String,
 }
@@ -238,12 +241,14 @@ impl State {
     fn detect(&mut self, rank: Option<usize>, mechanism: Mechanism, detail: String, fatal: bool) {
         let now = Instant::now();
         let at_s = self.since_start(now);
-        let host = rank.and_then(|r| self.ranks.get(&r).map(|s| s.hello.host.clone()));
+        let hello = rank.and_then(|r| self.ranks.get(&r)).map(|s| &s.hello);
+        let host = hello.map(|h| h.host.clone());
+        let device = hello.and_then(|h| h.device.clone());
         crate::say(&format!(
             "collbench controller: {at_s:7.3}s detected {}{}: {detail}",
             mechanism.name(),
             match (&rank, &host) {
-                (Some(r), Some(h)) => format!(" (rank {r} on {h})"),
+                (Some(r), Some(h)) => format!(" (rank {r} on {h}{})", gpu_suffix(&device)),
                 (Some(r), None) => format!(" (rank {r})"),
                 _ => String::new(),
             }
@@ -252,6 +257,7 @@ impl State {
             at_s,
             rank,
             host: host.clone(),
+            device: device.clone(),
             mechanism,
             detail: detail.clone(),
         };
@@ -274,6 +280,7 @@ impl State {
                 after_s: at_s - applied,
                 rank,
                 host,
+                device,
                 mechanism,
                 detail,
             });
@@ -282,6 +289,13 @@ impl State {
             self.lost_since = Some(now);
         }
     }
+}
+
+/// ", GPU 0000:19:00.0" for a rank that registered with its GPU, else nothing.
+pub fn gpu_suffix(device: &Option<String>) -> String {
+    device
+        .as_deref()
+        .map_or(String::new(), |d| format!(", GPU {d}"))
 }
 
 /// Whether a fault of `kind` can be what `mechanism` noticed.

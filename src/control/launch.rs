@@ -373,9 +373,10 @@ pub fn print_timeline(t: &Timeline) {
                 d.mechanism.name(),
                 d.rank
                     .map_or("the controller".into(), |r| format!("rank {r}")),
-                d.host
-                    .as_ref()
-                    .map_or(String::new(), |h| format!(" on {h}")),
+                d.host.as_ref().map_or(String::new(), |h| format!(
+                    " on {h}{}",
+                    controller::gpu_suffix(&d.device)
+                )),
                 d.detail
             ),
             None if f.applied_at_s.is_some() => println!("#     not detected"),

@@ -455,6 +455,9 @@ pub struct Detection {
     pub after_s: f64,
     pub rank: Option<usize>,
     pub host: Option<String>,
+    /// The rank's GPU (PCI bus id), when it registered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub mechanism: Mechanism,
     pub detail: String,
 }

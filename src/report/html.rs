@@ -693,10 +693,11 @@ fn fault_timeline(run: &RunData, faults: &[FaultData]) -> String {
             esc(f.revert.as_deref().unwrap_or("-")),
             opt(det.and_then(|d| d.after_s), 3),
             esc(&det.map_or("not detected".to_string(), |d| format!(
-                "{}{}{}",
+                "{}{}{}{}",
                 d.mechanism.as_deref().unwrap_or("?"),
                 d.rank.map_or(String::new(), |r| format!(", rank {r}")),
-                d.host.as_deref().map_or(String::new(), |h| format!(", host {h}"))
+                d.host.as_deref().map_or(String::new(), |h| format!(", host {h}")),
+                d.device.as_deref().map_or(String::new(), |g| format!(", GPU {g}"))
             ))),
             esc(f.outcome.as_deref().unwrap_or("-")),
             esc(&phases)

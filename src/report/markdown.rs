@@ -108,7 +108,12 @@ pub fn render(run: &RunData, name: &str, warnings: &[String]) -> String {
                 det.map_or("not detected".into(), |d| cell(&format!(
                     "{}{}",
                     d.mechanism.as_deref().unwrap_or("?"),
-                    d.rank.map_or(String::new(), |r| format!(" (rank {r})"))
+                    d.rank.map_or(String::new(), |r| format!(
+                        " (rank {r}{})",
+                        d.device
+                            .as_deref()
+                            .map_or(String::new(), |g| format!(", GPU {g}"))
+                    ))
                 ))),
                 cell(f.outcome.as_deref().unwrap_or("-"))
             );

@@ -235,6 +235,8 @@ pub struct DetectionData {
     pub after_s: Option<f64>,
     pub rank: Option<i64>,
     pub host: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
     pub mechanism: Option<String>,
 }
 
