@@ -82,7 +82,8 @@ IMB-MPI1 is run per op and band as
   per-benchmark time-out never cuts a band short; -mem: buffer limit, GB per process, raised
   when send+receive buffers need more than IMB's default 1 GB.)
 and collbench as
-  collbench bench -b LO -e HI -f F -n ITERS -w WARMUP -c 0 -d float -o sum --op OP --placement out
+  collbench bench --backend mpi -b LO -e HI -f F -n ITERS -w WARMUP -c 0 -d float -o sum --op OP --placement out
+  (--backend mpi: on a GPU host the default, auto, would pick NCCL)
 
 Getting IMB, e.g.:
   git clone https://github.com/intel/mpi-benchmarks /tmp/imb-src
@@ -500,7 +501,7 @@ imb_name() { case $1 in all_reduce) echo Allreduce ;; all_to_all) echo Alltoall 
 
 cb_cmd() {  # op lo hi iters warmup outdir
     CMD=("${TIMEOUT_CMD[@]}" "$MPIRUN_CMD" -np "$NP" "${MPIRUN_ARGV[@]}" "$COLLBENCH_BIN" bench
-         -b "$2" -e "$3" -f "$FACTOR" -n "$4" -w "$5" -c 0 -d float -o sum --op "$1"
+         --backend mpi -b "$2" -e "$3" -f "$FACTOR" -n "$4" -w "$5" -c 0 -d float -o sum --op "$1"
          --placement out --out "$6")
 }
 imb_cmd() {  # op sizes iters mem maxlog
@@ -580,7 +581,7 @@ rc=0
 python3 "$HELPER" report "$WORKDIR" "$PLAN" "$ROUNDS" "$NP" "$OPS" "$TOL" "$IMB_SYNC" "$STAT" || rc=$?
 echo
 echo "IMB-MPI1 flags: -npmin $NP -msgsize <band sizes> -msglog 0:<log2 of the largest> -zero_size off -iter_policy off -iter <band iters> -time 100000 -mem <GB> -sync $IMB_SYNC"
-echo "collbench flags: bench -b <lo> -e <hi> -f $FACTOR -n <band iters> -w <IMB's warmup rule> -c 0 -d float -o sum --op <op> --placement out"
+echo "collbench flags: bench --backend mpi -b <lo> -e <hi> -f $FACTOR -n <band iters> -w <IMB's warmup rule> -c 0 -d float -o sum --op <op> --placement out"
 echo "mpirun: $MPIRUN_CMD -np $NP $MPIRUN_ARGS"
 echo "raw outputs, table.md, results.json: $WORKDIR"
 [[ $rc == 0 ]] || fail "some results were missing or unexpected (see above and $WORKDIR/results.json)"

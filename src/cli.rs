@@ -301,6 +301,10 @@ pub struct SweepArgs {
     /// ranks outnumber GPUs]; nccl backend only.
     #[arg(long, value_name = "N")]
     pub gpu: Option<u32>,
+    /// How the nccl backend runs all-to-all: grouped ncclSend/ncclRecv to every peer, or one
+    /// ncclAlltoAll call (NCCL 2.28 or newer; what nccl-tests 2.19 calls there).
+    #[arg(long, value_enum, value_name = "CALL", default_value_t = A2aCallArg::Sendrecv)]
+    pub a2a_call: A2aCallArg,
     /// Deadline for every blocking call, e.g. 30s or 5m (0 disables the watchdog).
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     pub timeout: String,
@@ -362,6 +366,14 @@ pub enum BackendArg {
     Nccl,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum A2aCallArg {
+    /// ncclSend/ncclRecv to every peer inside ncclGroupStart/End.
+    Sendrecv,
+    /// ncclAlltoAll (NCCL 2.28 or newer).
+    Alltoall,
+}
+
 impl SweepArgs {
     /// The argv that makes a child `collbench bench` parse back to exactly these values.
     pub fn to_argv(&self) -> Vec<String> {
@@ -399,6 +411,9 @@ impl SweepArgs {
         ]);
         if let Some(g) = self.gpu {
             v.extend(["--gpu".to_string(), g.to_string()]);
+        }
+        if self.a2a_call != A2aCallArg::Sendrecv {
+            v.extend(["--a2a-call".to_string(), value_name(self.a2a_call)]);
         }
         if let Some(out) = &self.out {
             v.extend(["--out".to_string(), out.display().to_string()]);
@@ -469,6 +484,8 @@ mod tests {
             "nccl",
             "--gpu",
             "1",
+            "--a2a-call",
+            "alltoall",
             "--timeout",
             "5s",
             "--out",

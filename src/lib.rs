@@ -278,7 +278,11 @@ fn bench(args: BenchArgs) -> Result<Outcome, Failure> {
         None => AgentStart::None,
     };
     let result = bench_in_world(&plan, &world, env, &choice, agent, &out_dir);
-    drop(world);
+    if matches!(result, Err(Failure::CouldNotRun(_))) && world.size > 1 {
+        world.leave_without_finalize();
+    } else {
+        drop(world);
+    }
     result
 }
 
@@ -385,7 +389,14 @@ fn start_nccl(
         nranks: world.size,
         unique_id: &setup.unique_id,
         group: world.group().clone(),
+        native_alltoall: plan.nccl_alltoall,
     };
+    if plan.nccl_alltoall {
+        notes.push(
+            "all_to_all calls ncclAlltoAll (--a2a-call alltoall), not grouped ncclSend/ncclRecv"
+                .into(),
+        );
+    }
     let made = NcclBackend::new(
         setup.nccl,
         setup.ctx,

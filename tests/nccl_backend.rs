@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,14 @@ fn auto_without_nccl_refuses_half_and_names_the_reason() {
 }
 
 #[test]
+fn a2a_call_with_mpi_is_bad_input() {
+    let o = collbench(&["bench", "--backend", "mpi", "--a2a-call", "alltoall"]);
+    let (_, stderr) = expect_code(&o, 2);
+    assert!(stderr.starts_with("collbench: --a2a-call: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1);
+}
+
+#[test]
 fn gpu_flag_with_mpi_is_bad_input() {
     let o = collbench(&["bench", "--backend", "mpi", "--gpu", "0"]);
     let (_, stderr) = expect_code(&o, 2);
@@ -154,6 +162,11 @@ fn real_nccl_loads_and_reports_errors_by_name() {
     };
     let v = nccl.version().unwrap();
     assert!(v >= 21400, "{v}");
+    assert_eq!(
+        nccl.has_alltoall(),
+        v >= 22800,
+        "ncclAlltoAll came with 2.28 ({v})"
+    );
     let id = nccl.unique_id().unwrap();
     assert!(id.iter().any(|&b| b != 0));
     if collbench::ffi::cuda::probe_driver().is_ok() {
@@ -253,6 +266,78 @@ fn gpu_one_rank_sweep_is_correct_in_every_type_and_op() {
     }
 }
 
+/// `--a2a-call alltoall` (ncclAlltoAll, NCCL 2.28+): the same exact check as grouped send/recv,
+/// on one rank and on two sharing the GPU.
+#[test]
+fn gpu_native_alltoall_is_correct() {
+    if !gpu_present() {
+        return;
+    }
+    match collbench::ffi::nccl::Nccl::load() {
+        Ok(n) if n.has_alltoall() => {}
+        Ok(n) => {
+            skip(&format!("{} has no ncclAlltoAll (NCCL < 2.28)", n.path()));
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    }
+    let args = [
+        "bench",
+        "--backend",
+        "nccl",
+        "--gpu",
+        "0",
+        "--op",
+        "all_to_all",
+        "--a2a-call",
+        "alltoall",
+        "-b",
+        "8",
+        "-e",
+        "4M",
+        "-f",
+        "8",
+        "-d",
+        "float,int64,bfloat16",
+        "-n",
+        "3",
+        "--timeout",
+        "60s",
+        "--out",
+    ];
+    for np in [1, 2] {
+        let (_tmp, out) = fresh_out();
+        let mut c = if np == 1 {
+            Command::new(exe())
+        } else {
+            mpirun(np)
+        };
+        let o = c
+            .args(args)
+            .arg(&out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        expect_code(&o, 0);
+        let doc = read_run(&out);
+        assert_schema_valid(&doc);
+        assert!(
+            doc["notes"].to_string().contains("ncclAlltoAll"),
+            "{}",
+            doc["notes"]
+        );
+        let checked: Vec<&serde_json::Value> = records(&doc)
+            .iter()
+            .filter(|r| r["placement"] == "out_of_place")
+            .collect();
+        let sizes = doc["config"]["sizes"].as_array().unwrap().len();
+        assert_eq!(checked.len(), 3 * sizes, "np {np}");
+        for r in checked.iter().filter(|r| r["count"] != 0) {
+            assert_eq!(r["wrong"], 0, "np {np}: {r}");
+        }
+    }
+}
+
 #[test]
 fn gpu_four_ranks_share_one_gpu_with_their_own_hostids() {
     if !gpu_present() {
@@ -340,7 +425,9 @@ fn gpu_stopped_rank_is_reported_by_the_deadline_not_hung() {
     if !gpu_present() {
         return;
     }
-    let (_tmp, out) = fresh_out();
+    let (tmp, out) = fresh_out();
+    let err_path = tmp.path().join("stderr.txt");
+    let stderr_now = || std::fs::read_to_string(&err_path).unwrap_or_default();
     let mut child = mpirun(2)
         .args([
             "bench",
@@ -362,7 +449,7 @@ fn gpu_stopped_rank_is_reported_by_the_deadline_not_hung() {
         ])
         .arg(&out)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .unwrap();
     let t = Instant::now();
@@ -379,20 +466,32 @@ fn gpu_stopped_rank_is_reported_by_the_deadline_not_hung() {
             break s;
         }
         if stopped_at.elapsed() > Duration::from_secs(60) {
+            let ps = Command::new("ps")
+                .args(["-eo", "pid,stat,wchan:24,etime,args"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
             unsafe { libc::kill(pid1, libc::SIGKILL) };
             let _ = child.kill();
-            panic!("the run hung with rank 1 stopped");
+            let ps: Vec<&str> = ps
+                .lines()
+                .filter(|l| l.contains("collbench") || l.contains("mpirun") || l.contains("orted"))
+                .collect();
+            panic!(
+                "the run hung with rank 1 stopped; processes:\n{}\nstderr:\n{}",
+                ps.join("\n"),
+                stderr_now()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     unsafe { libc::kill(pid1, libc::SIGKILL) };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_now();
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(20),
+        "the run took {:?} to end after rank 1 stopped (--timeout 3s): {stderr}",
+        stopped_at.elapsed()
+    );
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("all_reduce"), "{stderr}");
     assert!(

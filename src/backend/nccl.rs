@@ -65,6 +65,8 @@ pub struct CommSpec<'a> {
     pub unique_id: &'a [u8; NCCL_UNIQUE_ID_BYTES],
     /// The ranks' host-side group, for the barrier.
     pub group: Group,
+    /// All-to-all as one ncclAlltoAll call instead of grouped ncclSend/ncclRecv.
+    pub native_alltoall: bool,
 }
 
 pub struct NcclBackend {
@@ -81,6 +83,7 @@ pub struct NcclBackend {
     nccl: Nccl,
     group: Group,
     nranks: usize,
+    native_alltoall: bool,
     timeout: Option<Duration>,
     progress: Option<Progress>,
     prepared: Option<Prepared>,
@@ -107,6 +110,13 @@ impl NcclBackend {
         progress: Option<Progress>,
     ) -> Result<NcclBackend, String> {
         ctx.make_current().map_err(|e| e.to_string())?;
+        if spec.native_alltoall && !nccl.has_alltoall() {
+            return Err(format!(
+                "--a2a-call alltoall: {} has no ncclAlltoAll (NCCL 2.28 or newer); drop --a2a-call \
+                 or point LD_LIBRARY_PATH at a newer libnccl.so.2",
+                nccl.path()
+            ));
+        }
         let keep = progress.clone();
         let keepalive = move || {
             if let Some(p) = &keep {
@@ -151,6 +161,7 @@ impl NcclBackend {
             nccl,
             group: spec.group,
             nranks: spec.nranks,
+            native_alltoall: spec.native_alltoall,
             timeout,
             progress,
             prepared: None,
@@ -396,6 +407,14 @@ impl Backend for NcclBackend {
                     p.count,
                     p.dtype,
                     p.redop,
+                    self.comm.raw(),
+                    self.stream.raw() as sys::cudaStream_t,
+                ),
+                Collective::AllToAll if self.native_alltoall && p.count > 0 => self.nccl.alltoall(
+                    p.send,
+                    p.recv,
+                    p.count,
+                    p.dtype,
                     self.comm.raw(),
                     self.stream.raw() as sys::cudaStream_t,
                 ),

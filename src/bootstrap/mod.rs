@@ -181,6 +181,15 @@ impl World {
         })
     }
 
+    /// Ends this rank's part without MPI_Finalize: Open MPI's finalize waits at a fence for
+    /// every rank, and after a failure a peer may never come (stopped, or stuck in a collective
+    /// until its own deadline). The launcher sees the rank exit and tears the job down.
+    pub fn leave_without_finalize(mut self) {
+        if let Some(u) = self._universe.take() {
+            std::mem::forget(u);
+        }
+    }
+
     /// A world of ranks collbench started itself, which meet through the controller.
     pub fn without_mpi(
         env: LauncherEnv,

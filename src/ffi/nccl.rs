@@ -218,6 +218,35 @@ impl Nccl {
         self.status("ncclRecv", r, comm)
     }
 
+    /// Whether the library has ncclAlltoAll (NCCL 2.28 and newer).
+    pub fn has_alltoall(&self) -> bool {
+        self.lib.ncclAlltoAll.is_some()
+    }
+
+    /// # Safety
+    /// `send` and `recv` hold `count` elements of `dtype` per rank of `comm`, on its device.
+    #[inline(always)]
+    pub unsafe fn alltoall(
+        &self,
+        send: *const c_void,
+        recv: *mut c_void,
+        count: usize,
+        dtype: sys::ncclDataType_t,
+        comm: ncclComm_t,
+        stream: sys::cudaStream_t,
+    ) -> Result<Status, NcclError> {
+        let Some(f) = self.lib.ncclAlltoAll else {
+            return Err(NcclError {
+                call: "ncclAlltoAll",
+                code: sys::ncclInvalidUsage,
+                message: "this libnccl.so.2 has no ncclAlltoAll (NCCL 2.28 or newer)".into(),
+                last_error: String::new(),
+            });
+        };
+        let r = f(send, recv, count, dtype, comm, stream);
+        self.status("ncclAlltoAll", r, comm)
+    }
+
     #[inline(always)]
     pub fn group_start(&self) -> Result<Status, NcclError> {
         // SAFETY: no arguments.

@@ -161,6 +161,17 @@ pub struct NcclLib {
     ) -> ncclResult_t,
     pub ncclGroupStart: unsafe extern "C" fn() -> ncclResult_t,
     pub ncclGroupEnd: unsafe extern "C" fn() -> ncclResult_t,
+    /// NCCL 2.28 and newer only.
+    pub ncclAlltoAll: Option<
+        unsafe extern "C" fn(
+            *const c_void,
+            *mut c_void,
+            usize,
+            ncclDataType_t,
+            ncclComm_t,
+            cudaStream_t,
+        ) -> ncclResult_t,
+    >,
 }
 
 // SAFETY: the table holds plain function pointers into a library that stays loaded for the
@@ -222,6 +233,8 @@ fn resolve() -> Result<NcclLib, String> {
         ncclRecv: sym!(ncclRecv),
         ncclGroupStart: sym!(ncclGroupStart),
         ncclGroupEnd: sym!(ncclGroupEnd),
+        // SAFETY: the signature nccl.h 2.28 declares for ncclAlltoAll.
+        ncclAlltoAll: unsafe { lib.get(b"ncclAlltoAll\0") }.ok().map(|s| *s),
         path,
         _lib: lib,
     })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{BackendArg, PlacementArg, SweepArgs};
+use crate::cli::{A2aCallArg, BackendArg, PlacementArg, SweepArgs};
 use size::{format_size, sweep_sizes, Step};
 
 /// A collective operation the sweep can time.
@@ -319,6 +319,8 @@ pub struct Plan {
     pub backend: BackendKind,
     /// `--gpu`: the GPU every rank of a host uses (nccl backend).
     pub gpu: Option<u32>,
+    /// `--a2a-call alltoall`: the nccl backend's all-to-all is one ncclAlltoAll call.
+    pub nccl_alltoall: bool,
     /// Explicit results folder; None picks `results/run-<time>-<host>` at start.
     pub out_dir: Option<PathBuf>,
     /// `--topology`: loaded by the caller (its errors are file:line, not flag errors).
@@ -366,6 +368,14 @@ impl Plan {
                 "--gpu",
                 "the MPI backend runs on host memory and uses no GPU",
                 "drop --gpu, or use --backend nccl",
+            ));
+        }
+        let nccl_alltoall = args.a2a_call == A2aCallArg::Alltoall;
+        if nccl_alltoall && args.backend == BackendArg::Mpi {
+            return Err(bad(
+                "--a2a-call",
+                "ncclAlltoAll is an NCCL call and the MPI backend runs MPI_Alltoall",
+                "drop --a2a-call, or use --backend nccl",
             ));
         }
         let ops = parse_list(
@@ -557,6 +567,7 @@ impl Plan {
             },
             backend,
             gpu: args.gpu,
+            nccl_alltoall,
             out_dir: args.out.clone(),
             topology: None,
         })
