@@ -91,6 +91,8 @@ fn auto_without_nccl_runs_mpi_and_says_why() {
             "64",
             "--op",
             "all_reduce",
+            "--a2a-call",
+            "alltoall",
             "--out",
         ])
         .arg(&out)
@@ -100,6 +102,10 @@ fn auto_without_nccl_runs_mpi_and_says_why() {
     let doc = read_run(&out);
     assert_schema_valid(&doc);
     assert_eq!(doc["backend"]["name"], "mpi");
+    assert!(
+        stdout.contains("# note: --a2a-call applies to the nccl backend only and was not used"),
+        "{stdout}"
+    );
     let notes: Vec<&str> = doc["notes"]
         .as_array()
         .unwrap()
