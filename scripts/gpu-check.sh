@@ -7,8 +7,8 @@
 #   3. the GPU tests of tests/nccl_backend.rs with COLLBENCH_REQUIRE_GPU=1 (absence fails), from a
 #      prebuilt test binary (--test-bin, or found under target/*/deps), else via cargo if present;
 #   4. with --nccl-tests DIR (or --nccl-tests-src DIR, built here first): nccl-tests'
-#      all_reduce_perf and collbench on the same sizes and
-#      iterations, alternating for --rounds rounds (best of each), with per-size ratios and the
+#      all_reduce_perf and alltoall_perf and collbench on the same sizes and iterations,
+#      alternating for --rounds rounds (best of each), with per-size ratios; for all-reduce, the
 #      targets (bus bandwidth at >= 64 MiB within 2%; time at <= 64 KiB not above nccl-tests').
 # Exit status: 0 when every step and target passed, 1 otherwise, 2 for bad arguments.
 set -euo pipefail
@@ -148,7 +148,8 @@ if problems:
 EOF
 }
 
-# Builds nccl-tests' all_reduce_perf from --nccl-tests-src into the cache; sets NCCL_TESTS.
+# Builds nccl-tests' all_reduce_perf and alltoall_perf from --nccl-tests-src into the cache;
+# sets NCCL_TESTS.
 build_nccl_tests() {
     local nvcc cuda_home nccl_root home mpi_home
     nvcc=$(command -v nvcc || true)
@@ -174,7 +175,7 @@ build_nccl_tests() {
     echo "built $NCCL_TESTS/build/all_reduce_perf"
 }
 
-if [ -n "$NCCL_TESTS_SRC" ]; then
+if [ -n "$NCCL_TESTS_SRC" ] && want 4; then
     step "0. build nccl-tests from $NCCL_TESTS_SRC"
     build_nccl_tests || fail "building nccl-tests"
 fi
@@ -257,7 +258,7 @@ if [ -n "$NCCL_TESTS" ] && want 4; then
         done
         python3 - "$OUT" "$ROUNDS" "$NP" "$tag" "$targeted" <<'EOF' || fail "collbench vs nccl-tests $name targets"
 import sys
-out, rounds, np, op, targeted = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "targets"
+out, rounds, np, tag, targeted = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "targets"
 
 def rows(path):
     """Out-of-place columns of an nccl-tests-format table: size -> (time us, algbw, busbw)."""
@@ -274,14 +275,14 @@ def rows(path):
 def best(prefix):
     merged = {}
     for r in range(1, rounds + 1):
-        for size, (t, a, b) in rows(f"{out}/{prefix}-{op}-{r}.txt").items():
+        for size, (t, a, b) in rows(f"{out}/{prefix}-{tag}-{r}.txt").items():
             old = merged.get(size)
             merged[size] = (min(t, old[0]), max(a, old[1]), max(b, old[2])) if old else (t, a, b)
     return merged
 
 cb, nt = best("vs-collbench"), best("vs-nccl-tests")
 bw_name, bw_i = ("busbw", 2) if np > 1 else ("algbw", 1)
-print(f"{op}: bandwidth compared: {bw_name} ({np} rank{'s' if np > 1 else ''}: busbw is 0 for one rank)")
+print(f"{tag}: bandwidth compared: {bw_name} ({np} rank{'s' if np > 1 else ''}: busbw is 0 for one rank)")
 print(f"| bytes | collbench us | nccl-tests us | time ratio | collbench {bw_name} | nccl-tests {bw_name} | bw ratio | target | ok |")
 print("|---:|---:|---:|---:|---:|---:|---:|---|:---:|")
 misses = 0

@@ -496,25 +496,15 @@ fn bench_in_world(
     );
 
     let mut notes: Vec<String> = choice.note().into_iter().collect();
-    if plan.backend == BackendKind::Mpi {
-        let unused: Vec<&str> = [
-            plan.gpu.map(|_| "--gpu"),
-            plan.nccl_alltoall.then_some("--a2a-call"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !unused.is_empty() {
-            let (verb, was) = if unused.len() == 1 {
-                ("applies", "was")
-            } else {
-                ("apply", "were")
-            };
-            notes.push(format!(
-                "{} {verb} to the nccl backend only and {was} not used (this run is MPI)",
-                unused.join(" and ")
-            ));
-        }
+    if !plan.unused_nccl_flags.is_empty() {
+        let (verb, was) = match plan.unused_nccl_flags.len() {
+            1 => ("applies", "was"),
+            _ => ("apply", "were"),
+        };
+        notes.push(format!(
+            "{} {verb} to the nccl backend only and {was} not used (this run is MPI)",
+            plan.unused_nccl_flags.join(" and ")
+        ));
     }
     let mut info = world.info();
     let mut backend: Box<dyn Backend> = match plan.backend {

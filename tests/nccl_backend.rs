@@ -139,19 +139,16 @@ fn auto_without_nccl_refuses_half_and_names_the_reason() {
 }
 
 #[test]
-fn a2a_call_with_mpi_is_bad_input() {
-    let o = collbench(&["bench", "--backend", "mpi", "--a2a-call", "alltoall"]);
-    let (_, stderr) = expect_code(&o, 2);
-    assert!(stderr.starts_with("collbench: --a2a-call: "), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1);
-}
-
-#[test]
-fn gpu_flag_with_mpi_is_bad_input() {
-    let o = collbench(&["bench", "--backend", "mpi", "--gpu", "0"]);
-    let (_, stderr) = expect_code(&o, 2);
-    assert!(stderr.starts_with("collbench: --gpu: "), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1);
+fn nccl_only_flags_with_mpi_are_bad_input() {
+    for (flag, value) in [("--gpu", "0"), ("--a2a-call", "alltoall")] {
+        let o = collbench(&["bench", "--backend", "mpi", flag, value]);
+        let (_, stderr) = expect_code(&o, 2);
+        assert!(
+            stderr.starts_with(&format!("collbench: {flag}: ")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1);
+    }
 }
 
 /// With a real libnccl.so.2 loadable (LD_LIBRARY_PATH or COLLBENCH_NCCL_LIB, e.g. from

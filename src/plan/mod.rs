@@ -321,6 +321,8 @@ pub struct Plan {
     pub gpu: Option<u32>,
     /// `--a2a-call alltoall`: the nccl backend's all-to-all is one ncclAlltoAll call.
     pub nccl_alltoall: bool,
+    /// Flags of the nccl backend given to a run that `auto` made an MPI one.
+    pub unused_nccl_flags: Vec<&'static str>,
     /// Explicit results folder; None picks `results/run-<time>-<host>` at start.
     pub out_dir: Option<PathBuf>,
     /// `--topology`: loaded by the caller (its errors are file:line, not flag errors).
@@ -363,20 +365,32 @@ impl Plan {
             BackendArg::Mpi => BackendKind::Mpi,
             BackendArg::Nccl => BackendKind::Nccl,
         };
-        if args.gpu.is_some() && args.backend == BackendArg::Mpi {
-            return Err(bad(
+        let nccl_alltoall = args.a2a_call == A2aCallArg::Alltoall;
+        // Flags of the nccl backend only: refused with --backend mpi, noted when auto chose MPI.
+        let nccl_only = [
+            (
+                args.gpu.is_some(),
                 "--gpu",
                 "the MPI backend runs on host memory and uses no GPU",
-                "drop --gpu, or use --backend nccl",
-            ));
-        }
-        let nccl_alltoall = args.a2a_call == A2aCallArg::Alltoall;
-        if nccl_alltoall && args.backend == BackendArg::Mpi {
-            return Err(bad(
+            ),
+            (
+                nccl_alltoall,
                 "--a2a-call",
                 "ncclAlltoAll is an NCCL call and the MPI backend runs MPI_Alltoall",
-                "drop --a2a-call, or use --backend nccl",
-            ));
+            ),
+        ];
+        let mut unused_nccl_flags = Vec::new();
+        for (_, flag, why) in nccl_only.into_iter().filter(|f| f.0) {
+            if args.backend == BackendArg::Mpi {
+                return Err(bad(
+                    flag,
+                    why,
+                    format!("drop {flag}, or use --backend nccl"),
+                ));
+            }
+            if backend == BackendKind::Mpi {
+                unused_nccl_flags.push(flag);
+            }
         }
         let ops = parse_list(
             &args.ops,
@@ -568,6 +582,7 @@ impl Plan {
             backend,
             gpu: args.gpu,
             nccl_alltoall,
+            unused_nccl_flags,
             out_dir: args.out.clone(),
             topology: None,
         })
@@ -756,6 +771,17 @@ mod tests {
         let auto = Plan::resolve(&sweep(&["-d", "bf16", "-o", "avg"]), gpu_host).unwrap();
         assert_eq!(auto.backend, BackendKind::Nccl);
         assert_eq!(err(&["--backend", "mpi", "--gpu", "0"]).flag, "--gpu");
+        let e = err(&["--backend", "mpi", "--a2a-call", "alltoall"]);
+        assert_eq!(
+            (e.flag, e.fix.as_str()),
+            ("--a2a-call", "drop --a2a-call, or use --backend nccl")
+        );
+        let mpi_by_auto = Plan::resolve(&sweep(&["--gpu", "0", "--a2a-call", "alltoall"]), facts());
+        assert_eq!(
+            mpi_by_auto.unwrap().unused_nccl_flags,
+            vec!["--gpu", "--a2a-call"]
+        );
+        assert!(auto.unused_nccl_flags.is_empty());
         assert_eq!(err(&["-d", "bfloat16"]).flag, "-d/--datatype");
     }
 
