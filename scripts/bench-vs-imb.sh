@@ -66,6 +66,9 @@ Running:
   --workdir DIR       Where raw outputs, results.json and table.md go (default: a new
                       /tmp/collbench-vs-imb.XXXXXX; kept and printed at the end)
   --dry-run           Print the commands of one round and exit
+  --report-only DIR   Run nothing: report again on the raw outputs an earlier run kept in its
+                      workdir DIR (its rounds, ranks and ops; --tolerance and --stat apply), and
+                      rewrite DIR/table.md and DIR/results.json
   -h, --help          This text
 
 How sizes are matched: the "bytes" column is the per-rank size, as collbench's size column.
@@ -117,6 +120,7 @@ MPIRUN_ARGS_SET=0
 TIMEOUT_S=900
 WORKDIR=
 DRY_RUN=0
+REPORT_ONLY=
 
 need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
@@ -142,6 +146,7 @@ while [[ $# -gt 0 ]]; do
         --timeout) need_arg "$@"; TIMEOUT_S=$2; shift 2 ;;
         --workdir) need_arg "$@"; WORKDIR=$2; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
+        --report-only) need_arg "$@"; REPORT_ONLY=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -259,14 +264,17 @@ def spread(v):
         return "-"
     return f"{(max(v) - min(v)) / statistics.median(v) * 100:.0f}%"
 
-def interval(c, i, agg, tol, seed):
-    """90% bootstrap interval of agg(collbench)/agg(IMB), each tool's rounds resampled on their
-    own, and what it says: within tol, slower or faster beyond it, or undecided (noise)."""
-    if len(c) < 3 or len(i) < 3:
-        return None, "-"
+def paired_interval(pairs, tol, seed):
+    """The median over rounds of collbench/IMB within a round, its 90% bootstrap interval (the
+    rounds resampled, each round's two times kept together), and what the interval says: within
+    tol, slower or faster beyond it, or undecided (noise). Pairing cancels what a round's two
+    adjacent launches share (the machine's state then), which resampling each tool on its own
+    counts as noise."""
+    if len(pairs) < 3:
+        return None, None, "-"
+    ratios = [c / i for c, i in pairs]
     rng = random.Random(seed)
-    qs = sorted(agg(rng.choices(c, k=len(c))) / agg(rng.choices(i, k=len(i)))
-                for _ in range(2000))
+    qs = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
     lo, hi = qs[100], qs[1899]
     t = tol / 100
     if lo >= 1 - t and hi <= 1 + t:
@@ -277,7 +285,17 @@ def interval(c, i, agg, tol, seed):
         verdict = "faster"
     else:
         verdict = "undecided"
-    return (lo, hi), verdict
+    return statistics.median(ratios), (lo, hi), verdict
+
+def log_correlation(pairs):
+    """Pearson correlation of log(collbench) and log(IMB) over the rounds of one size."""
+    if len(pairs) < 3:
+        return None
+    xs, ys = [math.log(c) for c, _ in pairs], [math.log(i) for _, i in pairs]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
 def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
     rounds, np_, tol = int(rounds), int(np_), float(tol)
@@ -319,7 +337,7 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                             if int(rec.get("iterations", iters)) != iters:
                                 problems.append(f"round {r}: collbench {op} {size} B ran "
                                                 f"{rec.get('iterations')} iterations, not {iters}")
-                            cb_t.setdefault((size, imb_bytes), []).append(float(rec["time_us"]))
+                            cb_t.setdefault((size, imb_bytes), {})[r] = float(rec["time_us"])
                         row = imb.get(imb_bytes)
                         if row is None:
                             problems.append(f"round {r}: IMB {OPS[op]} has no row for {imb_bytes} B")
@@ -327,18 +345,22 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                             if row["reps"] != iters:
                                 problems.append(f"round {r}: IMB {OPS[op]} {imb_bytes} B ran "
                                                 f"{row['reps']} repetitions, not {iters}")
-                            imb_t.setdefault((size, imb_bytes), []).append(row["t_avg"])
+                            imb_t.setdefault((size, imb_bytes), {})[r] = row["t_avg"]
             for key in sorted(set(cb_t) | set(imb_t)):
-                c, i = cb_t.get(key, []), imb_t.get(key, [])
+                cr, ir = cb_t.get(key, {}), imb_t.get(key, {})
+                c, i = [cr[r] for r in sorted(cr)], [ir[r] for r in sorted(ir)]
+                pairs = [(cr[r], ir[r]) for r in sorted(cr) if r in ir and ir[r] > 0]
                 cm = agg(c) if c else None
                 im = agg(i) if i else None
                 ratio = cm / im if cm is not None and im else None
                 within = None if ratio is None else abs(ratio - 1) <= tol / 100
-                ci, verdict = interval(c, i, agg, tol, f"{op}-{key[0]}")
+                paired, ci, verdict = paired_interval(pairs, tol, f"{op}-{key[0]}")
                 rows.append({"op": op, "bytes": key[0], "imb_bytes": key[1], "iters": iters,
                              "warmup": warm, "collbench_us": c, "imb_us": i,
+                             "collbench_rounds": sorted(cr), "imb_rounds": sorted(ir),
                              f"collbench_{stat}_us": cm, f"imb_{stat}_us": im, "ratio": ratio,
-                             "within": within, "ratio_interval90": ci, "verdict": verdict})
+                             "within": within, "paired_ratio": paired, "ratio_interval90": ci,
+                             "verdict": verdict, "log_correlation": log_correlation(pairs)})
     lines = []
     lines.append(f"Compared: collbench time_us (batched: n back-to-back calls / n, mean over "
                  f"ranks) vs IMB-MPI1 t_avg (mean over ranks of per-call time, -sync {imb_sync}); "
@@ -346,14 +368,24 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                  f"out of place.")
     lines.append("bytes = per-rank size as in collbench's size column; for all_to_all that is all "
                  f"{np_} blocks a rank sends, and IMB Alltoall's #bytes is one block (bytes/{np_}).")
-    lines.append("spread = (max - min) / median over the rounds; ratio = collbench / IMB.")
-    lines.append(f"90% interval: of the ratio, each tool's rounds resampled (bootstrap); verdict: "
-                 f"within {tol:g}%, slower or faster beyond it, or undecided (the interval "
-                 f"straddles a bound: the rounds' noise is too large to tell; needs >= 3 rounds).")
+    lines.append(f"spread = (max - min) / median over the rounds; ratio = collbench {stat} / "
+                 f"IMB {stat}, the target's measure.")
+    lines.append("paired = median over rounds of collbench / IMB in the same round (the two "
+                 "launches run back to back); its 90% interval resamples the rounds (bootstrap). "
+                 f"verdict: within {tol:g}%, slower or faster beyond it, or undecided (the "
+                 "interval straddles a bound: the rounds' noise is too large to tell; needs >= 3 "
+                 "rounds).")
+    corr = [x["log_correlation"] for x in rows if x["log_correlation"] is not None]
+    if corr:
+        lines.append(f"Within a round the two tools' times move together: correlation of their "
+                     f"log times over the rounds, median over sizes {statistics.median(corr):+.2f} "
+                     f"(range {min(corr):+.2f}..{max(corr):+.2f}); pairing cancels that part of "
+                     f"the noise.")
     lines.append("")
     lines.append(f"| op | bytes | IMB #bytes | iters | collbench {stat} us | IMB {stat} us | "
-                 f"ratio | within {tol:g}% | collbench spread | IMB spread | 90% interval | verdict |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|:---:|:---:|")
+                 f"ratio | within {tol:g}% | collbench spread | IMB spread | paired | "
+                 f"90% interval | verdict |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|:---:|:---:|")
     for x in rows:
         ci = x["ratio_interval90"]
         lines.append(f"| {x['op']} | {x['bytes']} | {x['imb_bytes']} | {x['iters']} | "
@@ -361,6 +393,7 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                      f"{'-' if x['ratio'] is None else format(x['ratio'], '.3f')} | "
                      f"{'-' if x['within'] is None else ('yes' if x['within'] else 'no')} | "
                      f"{spread(x['collbench_us'])} | {spread(x['imb_us'])} | "
+                     f"{'-' if x['paired_ratio'] is None else format(x['paired_ratio'], '.3f')} | "
                      f"{'-' if ci is None else f'{ci[0]:.2f}-{ci[1]:.2f}'} | {x['verdict']} |")
     lines.append("")
     for op in ops:
@@ -372,7 +405,7 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                   for v in ("within", "slower", "faster", "undecided")}
         by = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
         lines.append(f"{op}: {ok}/{len(rs)} sizes within {tol:g}%{w}"
-                     + (f"; by the 90% intervals: {by}" if sum(counts.values()) else ""))
+                     + (f"; by the paired 90% intervals: {by}" if sum(counts.values()) else ""))
     text = "\n".join(lines) + "\n"
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write(text)
@@ -396,6 +429,25 @@ if __name__ == "__main__":
     else:
         sys.exit(f"unknown helper command {cmd}")
 PY
+
+if [[ -n $REPORT_ONLY ]]; then
+    [[ -f $REPORT_ONLY/plan.tsv && -f $REPORT_ONLY/sweep.args ]] \
+        || die "--report-only: $REPORT_ONLY has no plan.tsv and sweep.args (pass the --workdir of an earlier run)"
+    while IFS='=' read -r key value; do
+        case $key in
+            NP) NP=$value ;;
+            OPS) OPS=$value ;;
+            IMB_SYNC) IMB_SYNC=$value ;;
+            *) die "--report-only: $REPORT_ONLY/sweep.args: unknown line '$key=$value'" ;;
+        esac
+    done <"$REPORT_ONLY/sweep.args"
+    [[ $NP =~ ^[1-9][0-9]*$ && $OPS =~ ^[a-z_,]+$ && $IMB_SYNC =~ ^(on|off)$ ]] \
+        || die "--report-only: $REPORT_ONLY/sweep.args: NP, OPS or IMB_SYNC is malformed"
+    ROUNDS=$(find "$REPORT_ONLY" -mindepth 1 -maxdepth 1 -type d -name 'round*' | wc -l)
+    (( ROUNDS > 0 )) || die "--report-only: $REPORT_ONLY has no round directories"
+    python3 "$HELPER" report "$REPORT_ONLY" "$REPORT_ONLY/plan.tsv" "$ROUNDS" "$NP" "$OPS" "$TOL" "$IMB_SYNC" "$STAT"
+    exit $?
+fi
 
 # ---------------------------------------------------------------------------------------------
 # IMB-MPI1: a given binary, or build one from a given source outside the repository.
@@ -534,6 +586,7 @@ else
 fi
 cp "$PLAN" "$WORKDIR/plan.tsv"
 PLAN=$WORKDIR/plan.tsv
+printf 'NP=%s\nOPS=%s\nIMB_SYNC=%s\n' "$NP" "$OPS" "$IMB_SYNC" >"$WORKDIR/sweep.args"
 
 log "workdir: $WORKDIR"
 log "collbench: $COLLBENCH_BIN (libmpi: $(libmpi_of "$COLLBENCH_BIN"))"

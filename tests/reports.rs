@@ -180,6 +180,9 @@ fn report_regenerates_and_renders_faults_and_verdict() {
     for f in ["run.json", "histograms.hlog"] {
         std::fs::copy(fixture("run-with-faults").join(f), dir.join(f)).unwrap();
     }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+    assert_schema_valid(&doc);
     let o = collbench(&["report", dir.to_str().unwrap(), "--cdf-size", "8K,512K"]);
     let (stdout, _) = expect_code(&o, 0);
     for f in ["results.csv", "report.md", "report.html", "metrics.prom"] {
