@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs collbench and Intel MPI Benchmarks' IMB-MPI1 (Allreduce, Alltoall) side by side on the same
-# MPI, alternating (collbench, IMB, collbench, IMB, ... per op and size band, for N rounds), with
+# MPI, alternating (per op and size band, both tools back to back, for N rounds; which runs first
+# alternates between rounds), with
 # the same per-size iteration and warmup counts, and prints a Markdown table of per-size medians
 # over the rounds and their ratio.
 # A benchmark, not a test: exits 0 whatever the ratios are; non-zero only when something failed
@@ -41,8 +42,12 @@ Sweep (the same for both tools):
   -e, --maxbytes SIZE Largest per-rank size in bytes                                 [64M]
   -f, --stepfactor N  Size factor between steps                                      [2]
   --ops LIST          all_reduce,all_to_all or one of them              [all_reduce,all_to_all]
-  --rounds N          Rounds; in each, every (op, size band) runs collbench then IMB, so the
-                      two alternate: collbench, IMB, collbench, IMB, ...                [3]
+  --rounds N          Rounds; in each, every (op, size band) runs both tools back to back [3]
+  --order alternate|collbench-first
+                      Which tool of a round's pair runs first: alternate (odd rounds
+                      collbench, even rounds IMB), so that neither tool always runs after
+                      the other and what a launch leaves behind biases neither; or
+                      collbench-first in every round                          [alternate]
   --bands SPEC        Iteration counts per size band: UPTO:ITERS,... (sizes up to and including
                       UPTO, per-rank bytes, run ITERS timed iterations; sizes above the last band
                       use its ITERS). Both tools run exactly ITERS timed iterations per size
@@ -110,6 +115,7 @@ MAXB=64M
 FACTOR=2
 OPS=all_reduce,all_to_all
 ROUNDS=3
+ORDER=alternate
 BANDS=32K:1000,1M:500,8M:100,64M:20
 IMB_SYNC=off
 TOL=10
@@ -137,6 +143,7 @@ while [[ $# -gt 0 ]]; do
         -f|--stepfactor) need_arg "$@"; FACTOR=$2; shift 2 ;;
         --ops|--op) need_arg "$@"; OPS=$2; shift 2 ;;
         --rounds) need_arg "$@"; ROUNDS=$2; shift 2 ;;
+        --order) need_arg "$@"; ORDER=$2; shift 2 ;;
         --bands) need_arg "$@"; BANDS=$2; shift 2 ;;
         --imb-sync) need_arg "$@"; IMB_SYNC=$2; shift 2 ;;
         --tolerance) need_arg "$@"; TOL=$2; shift 2 ;;
@@ -159,6 +166,7 @@ done
 [[ $TOL =~ ^[0-9]+([.][0-9]+)?$ ]] || die "--tolerance must be a number (percent)"
 case $IMB_SYNC in on|1|yes) IMB_SYNC=on ;; off|0|no) IMB_SYNC=off ;; *) die "--imb-sync must be on or off" ;; esac
 [[ $STAT == median || $STAT == min ]] || die "--stat must be median or min"
+[[ $ORDER == alternate || $ORDER == collbench-first ]] || die "--order must be alternate or collbench-first"
 command -v python3 >/dev/null || die "python3 is required"
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +305,10 @@ def log_correlation(pairs):
     sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
-def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
+def collbench_first(r, order):
+    return order == "collbench-first" or r % 2 == 1
+
+def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat, order):
     rounds, np_, tol = int(rounds), int(np_), float(tol)
     agg = statistics.median if stat == "median" else min
     ops = ops.split(",")
@@ -355,12 +366,19 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                 ratio = cm / im if cm is not None and im else None
                 within = None if ratio is None else abs(ratio - 1) <= tol / 100
                 paired, ci, verdict = paired_interval(pairs, tol, f"{op}-{key[0]}")
+                by_order = {}
+                for first in (True, False):
+                    rs = [cr[r] / ir[r] for r in sorted(cr)
+                          if r in ir and ir[r] > 0 and collbench_first(r, order) == first]
+                    by_order[first] = statistics.median(rs) if rs else None
                 rows.append({"op": op, "bytes": key[0], "imb_bytes": key[1], "iters": iters,
                              "warmup": warm, "collbench_us": c, "imb_us": i,
                              "collbench_rounds": sorted(cr), "imb_rounds": sorted(ir),
                              f"collbench_{stat}_us": cm, f"imb_{stat}_us": im, "ratio": ratio,
                              "within": within, "paired_ratio": paired, "ratio_interval90": ci,
-                             "verdict": verdict, "log_correlation": log_correlation(pairs)})
+                             "verdict": verdict, "log_correlation": log_correlation(pairs),
+                             "paired_ratio_collbench_first": by_order[True],
+                             "paired_ratio_imb_first": by_order[False]})
     lines = []
     lines.append(f"Compared: collbench time_us (batched: n back-to-back calls / n, mean over "
                  f"ranks) vs IMB-MPI1 t_avg (mean over ranks of per-call time, -sync {imb_sync}); "
@@ -381,6 +399,17 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
                      f"log times over the rounds, median over sizes {statistics.median(corr):+.2f} "
                      f"(range {min(corr):+.2f}..{max(corr):+.2f}); pairing cancels that part of "
                      f"the noise.")
+    if order == "alternate":
+        eff = [x["paired_ratio_collbench_first"] / x["paired_ratio_imb_first"] for x in rows
+               if x["paired_ratio_collbench_first"] and x["paired_ratio_imb_first"]]
+        if eff:
+            lines.append(f"Order: collbench ran first in odd rounds, IMB in even ones. The paired "
+                         f"ratio of collbench-first rounds over that of IMB-first rounds, median "
+                         f"over sizes {statistics.median(eff):.3f} (range {min(eff):.2f}.."
+                         f"{max(eff):.2f}): how much running first (or second) moves a launch; "
+                         f"alternating cancels it in the paired ratio.")
+    else:
+        lines.append("Order: collbench ran first in every round.")
     lines.append("")
     lines.append(f"| op | bytes | IMB #bytes | iters | collbench {stat} us | IMB {stat} us | "
                  f"ratio | within {tol:g}% | collbench spread | IMB spread | paired | "
@@ -411,6 +440,7 @@ def cmd_report(workdir, plan_file, rounds, np_, ops, tol, imb_sync, stat):
         f.write(text)
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump({"np": np_, "rounds": rounds, "tolerance_pct": tol, "imb_sync": imb_sync, "stat": stat,
+                   "order": order,
                    "rows": rows, "problems": problems}, f, indent=1)
     sys.stdout.write(text)
     if problems:
@@ -433,19 +463,22 @@ PY
 if [[ -n $REPORT_ONLY ]]; then
     [[ -f $REPORT_ONLY/plan.tsv && -f $REPORT_ONLY/sweep.args ]] \
         || die "--report-only: $REPORT_ONLY has no plan.tsv and sweep.args (pass the --workdir of an earlier run)"
+    ORDER=collbench-first  # workdirs written before --order existed
     while IFS='=' read -r key value; do
         case $key in
             NP) NP=$value ;;
+            ORDER) ORDER=$value ;;
             OPS) OPS=$value ;;
             IMB_SYNC) IMB_SYNC=$value ;;
             *) die "--report-only: $REPORT_ONLY/sweep.args: unknown line '$key=$value'" ;;
         esac
     done <"$REPORT_ONLY/sweep.args"
-    [[ $NP =~ ^[1-9][0-9]*$ && $OPS =~ ^[a-z_,]+$ && $IMB_SYNC =~ ^(on|off)$ ]] \
-        || die "--report-only: $REPORT_ONLY/sweep.args: NP, OPS or IMB_SYNC is malformed"
+    [[ $NP =~ ^[1-9][0-9]*$ && $OPS =~ ^[a-z_,]+$ && $IMB_SYNC =~ ^(on|off)$ \
+       && $ORDER =~ ^(alternate|collbench-first)$ ]] \
+        || die "--report-only: $REPORT_ONLY/sweep.args: NP, OPS, IMB_SYNC or ORDER is malformed"
     ROUNDS=$(find "$REPORT_ONLY" -mindepth 1 -maxdepth 1 -type d -name 'round*' | wc -l)
     (( ROUNDS > 0 )) || die "--report-only: $REPORT_ONLY has no round directories"
-    python3 "$HELPER" report "$REPORT_ONLY" "$REPORT_ONLY/plan.tsv" "$ROUNDS" "$NP" "$OPS" "$TOL" "$IMB_SYNC" "$STAT"
+    python3 "$HELPER" report "$REPORT_ONLY" "$REPORT_ONLY/plan.tsv" "$ROUNDS" "$NP" "$OPS" "$TOL" "$IMB_SYNC" "$STAT" "$ORDER"
     exit $?
 fi
 
@@ -566,7 +599,7 @@ show() { printf '%q ' "${CMD[@]}"; echo; }
 if [[ $DRY_RUN == 1 ]]; then
     echo "# plan (band lo hi iters warmup collbench_sizes imb_allreduce_sizes imb_alltoall_sizes imb_mem_ar imb_mem_a2a imb_maxlog_ar imb_maxlog_a2a):"
     sed 's/^/#   /' "$PLAN"
-    echo "# one round:"
+    echo "# round 1 (collbench first$([[ $ORDER == alternate ]] && echo '; in even rounds IMB runs first')):"
     while IFS=$'\t' read -r band lo hi iters warm cbsizes ar a2a mem_ar mem_a2a log_ar log_a2a; do
         for op in "${OP_LIST[@]}"; do
             if [[ $op == all_reduce ]]; then sizes=$ar mem=$mem_ar lg=$log_ar; else sizes=$a2a mem=$mem_a2a lg=$log_a2a; fi
@@ -586,7 +619,7 @@ else
 fi
 cp "$PLAN" "$WORKDIR/plan.tsv"
 PLAN=$WORKDIR/plan.tsv
-printf 'NP=%s\nOPS=%s\nIMB_SYNC=%s\n' "$NP" "$OPS" "$IMB_SYNC" >"$WORKDIR/sweep.args"
+printf 'NP=%s\nOPS=%s\nIMB_SYNC=%s\nORDER=%s\n' "$NP" "$OPS" "$IMB_SYNC" "$ORDER" >"$WORKDIR/sweep.args"
 
 log "workdir: $WORKDIR"
 log "collbench: $COLLBENCH_BIN (libmpi: $(libmpi_of "$COLLBENCH_BIN"))"
@@ -607,6 +640,17 @@ run_logged() {  # what logfile -- command is in CMD
     log "  $what: $(( $(date +%s) - t0 )) s"
 }
 
+first_in_round() { if [[ $ORDER == alternate && $(( $1 % 2 )) == 0 ]]; then echo imb; else echo collbench; fi; }
+run_cb() {  # round op band lo hi iters warmup
+    rm -rf "$WORKDIR/round$1/cb-$2-band$3"
+    cb_cmd "$2" "$4" "$5" "$6" "$7" "$WORKDIR/round$1/cb-$2-band$3"
+    run_logged "collbench $2 $4..$5 B, -n $6 -w $7" "$WORKDIR/round$1/cb-$2-band$3.log"
+}
+run_imb() {  # round op band sizes iters mem maxlog
+    imb_cmd "$2" "$4" "$5" "$6" "$7"
+    run_logged "IMB $(imb_name "$2") ${4%%,*}..${4##*,} B, -iter $5" "$WORKDIR/round$1/imb-$2-band$3.txt"
+}
+
 T_START=$(date +%s)
 for ((r = 1; r <= ROUNDS; r++)); do
     mkdir -p "$WORKDIR/round$r"
@@ -615,13 +659,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
         for op in "${OP_LIST[@]}"; do
             if [[ $op == all_reduce ]]; then sizes=$ar mem=$mem_ar lg=$log_ar; else sizes=$a2a mem=$mem_a2a lg=$log_a2a; fi
             [[ $sizes == - ]] && continue
-            # The same op and band back to back: collbench, then IMB.
-            rm -rf "$WORKDIR/round$r/cb-$op-band$band"
-            cb_cmd "$op" "$lo" "$hi" "$iters" "$warm" "$WORKDIR/round$r/cb-$op-band$band"
-            run_logged "collbench $op $lo..$hi B, -n $iters -w $warm" "$WORKDIR/round$r/cb-$op-band$band.log"
-            imb_cmd "$op" "$sizes" "$iters" "$mem" "$lg"
-            run_logged "IMB $(imb_name "$op") ${sizes%%,*}..${sizes##*,} B, -iter $iters" \
-                "$WORKDIR/round$r/imb-$op-band$band.txt"
+            # The same op and band back to back, in the round's order.
+            if [[ $(first_in_round "$r") == collbench ]]; then
+                run_cb "$r" "$op" "$band" "$lo" "$hi" "$iters" "$warm"
+                run_imb "$r" "$op" "$band" "$sizes" "$iters" "$mem" "$lg"
+            else
+                run_imb "$r" "$op" "$band" "$sizes" "$iters" "$mem" "$lg"
+                run_cb "$r" "$op" "$band" "$lo" "$hi" "$iters" "$warm"
+            fi
         done
     done <"$PLAN"
 done
@@ -631,7 +676,7 @@ echo
 echo "## collbench vs IMB-MPI1 ($NP ranks, $ROUNDS round(s), $(hostname))"
 echo
 rc=0
-python3 "$HELPER" report "$WORKDIR" "$PLAN" "$ROUNDS" "$NP" "$OPS" "$TOL" "$IMB_SYNC" "$STAT" || rc=$?
+python3 "$HELPER" report "$WORKDIR" "$PLAN" "$ROUNDS" "$NP" "$OPS" "$TOL" "$IMB_SYNC" "$STAT" "$ORDER" || rc=$?
 echo
 echo "IMB-MPI1 flags: -npmin $NP -msgsize <band sizes> -msglog 0:<log2 of the largest> -zero_size off -iter_policy off -iter <band iters> -time 100000 -mem <GB> -sync $IMB_SYNC"
 echo "collbench flags: bench --backend mpi -b <lo> -e <hi> -f $FACTOR -n <band iters> -w <IMB's warmup rule> -c 0 -d float -o sum --op <op> --placement out"
